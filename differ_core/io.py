@@ -1,0 +1,99 @@
+"""Atomic file writes and a cross-process lock, used by every stage that writes to the workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
+
+    A crash leaves at most a ``.tmp-*`` file, never a half-written ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(target)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet_atomic(df, target: str | os.PathLike) -> Path:  # df: pandas.DataFrame
+    """Write a DataFrame to Parquet atomically (no index)."""
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False)
+    return Path(target)
+
+
+def write_table_atomic(table, target: str | os.PathLike) -> Path:  # table: pyarrow.Table
+    import pyarrow.parquet as pq
+
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+    return Path(target)
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove ``.tmp-*`` leftovers of a killed writer; returns how many were removed."""
+    n = 0
+    folder = Path(folder)
+    if not folder.exists():
+        return 0
+    for p in folder.rglob(".tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "this stage") -> Iterator[None]:
+    """Hold an exclusive inter-process lock; ``timeout`` < 0 waits, otherwise raises DifferError after it."""
+    from filelock import FileLock, Timeout
+
+    from differ_core.errors import DifferError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout as exc:
+        raise DifferError(
+            f"{lock_file}: another process is running {what}; wait for it to finish or remove the lock "
+            "file if that process is dead"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,1 @@
+"""Prefect flows, tasks, deployments and the ``differ`` CLI (a thin layer over the stage packages)."""

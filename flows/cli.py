@@ -1,0 +1,64 @@
+"""The ``differ`` command line (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from flows.commands import COMMANDS
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--workdir",
+        default=argparse.SUPPRESS,
+        help="workspace folder (env DIFFER_WORKDIR, default ./differ-work)",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="differ", description=__doc__, parents=[_common()])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"flows.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"flows.commands.{module}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[_common()])
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from differ_core.errors import DifferError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if not hasattr(args, "workdir"):
+        args.workdir = None
+    from differ_core.workspace import resolve_workdir
+
+    args.workdir = resolve_workdir(args.workdir)
+    os.environ["DIFFER_WORKDIR"] = str(args.workdir)
+    try:
+        return int(args._run(args) or 0)
+    except DifferError as exc:
+        print(f"differ {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"differ {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""One module per ``differ`` sub-command: ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Modules import only argparse-level things at import time; heavy imports happen inside ``run``.
+"""
+
+# command name -> module under flows.commands; help text
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "the whole pipeline on SynthCC with the embedded defaults"),
+    "manifest": ("manifest", "write the manifest of a dataset (ltcc, prcc, celeb-light, ccvid, custom, synthcc)"),
+    "caption": ("caption", "caption missing (image, perspective) rows with a local VLM"),
+    "summarize": ("summarize", "per-identity biometric summaries"),
+    "encode": ("encode", "text features for missing caption rows"),
+    "train": ("train", "train DIFFER (or a baseline) from a config"),
+    "evaluate": ("evaluate", "metrics under the dataset's CC-ReID protocols"),
+    "run": ("run", "the full pipeline flow for a config"),
+    "study": ("study", "multi-seed DIFFER vs baseline vs ablations study"),
+    "serve": ("serve", "serve the Prefect deployments from this process"),
+    "status": ("status", "what each stage holds and what is stale"),
+}
