@@ -102,3 +102,15 @@ def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
     evaluate_run(run_dir, rerank=options.get("rerank", False), flip=options.get("flip", False),
                  plots=options.get("plots", 0))
     return {"metrics": Path(run_dir) / "metrics.json"}
+
+
+def pipeline_fields_from_training(train_config: str) -> dict[str, Any]:
+    """Dataset, encoder and perspectives named by a training config, so the pipeline captions what it trains on."""
+    from differ_core.config import load_config
+
+    tc = load_config(train_config, [])
+    return {
+        "dataset": tc.data.dataset,
+        "encoder": tc.text.encoder,
+        "perspectives": list(tc.text.perspectives),
+    }
