@@ -1,0 +1,96 @@
+"""Units of the orchestration layer that need no stage: cache keys, configs, launcher, CLI errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from differ_core.errors import ConfigError, DifferError
+from flows.caching import make_cache_key_fn
+from flows.cli import main
+from flows.config import PipelineConfig, load_pipeline_config
+from flows.fingerprints import dataset_root_signature, features_fingerprint
+from flows.launch import accelerate_command, run_streaming
+from flows.tasks import is_transient
+
+
+def test_cache_key_depends_on_exactly_the_parameters(tmp_path):
+    out = tmp_path / "out.txt"
+    key = make_cache_key_fn("s", lambda p: out.exists())
+    params = {"a": 1, "fp": "x"}
+    miss1, miss2 = key(None, params), key(None, params)
+    assert miss1 != miss2 and "miss" in miss1  # output absent: never a hit
+    out.write_text("done")
+    k1 = key(None, params)
+    assert k1 == key(None, dict(params)) and "miss" not in k1
+    assert key(None, {"a": 1, "fp": "y"}) != k1
+    assert make_cache_key_fn("t", lambda p: True)(None, params) != k1
+
+
+def test_output_check_errors_count_as_missing():
+    def broken(p):
+        raise ValueError("corrupt")
+
+    assert "miss" in make_cache_key_fn("s", broken)(None, {})
+
+
+def test_features_fingerprint_tracks_each_perspective():
+    base = features_fingerprint("minilm", "e", {"a": "1", "b": "2"}, "s")
+    assert base == features_fingerprint("minilm", "e", {"b": "2", "a": "1"}, "s")
+    assert base != features_fingerprint("minilm", "e", {"a": "1", "b": "3"}, "s")
+    assert base != features_fingerprint("minilm", "e", {"a": "1", "b": "2"}, None)
+
+
+def test_root_signature_changes_when_files_are_added(tmp_path):
+    (tmp_path / "train").mkdir()
+    s1 = dataset_root_signature(tmp_path)
+    assert s1 == dataset_root_signature(tmp_path)
+    (tmp_path / "query").mkdir()
+    assert dataset_root_signature(tmp_path) != s1
+    assert dataset_root_signature(tmp_path / "nope").startswith("missing")
+
+
+def test_pipeline_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="perspectives"):
+        load_pipeline_config(perspectives=["biometrics", "shoes"])
+    bad = tmp_path / "p.yaml"
+    bad.write_text("datset: ltcc\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml.*datset.*allowed keys"):
+        load_pipeline_config(bad)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_pipeline_config(tmp_path / "missing.yaml")
+    assert PipelineConfig().dataset == "synthcc"
+
+
+def test_accelerate_command_multi_process_on_cpu():
+    cmd, env = accelerate_command("run.yaml", processes=2, cpu=True)
+    assert "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
+    assert env["ACCELERATE_USE_CPU"] == "1"  # `--cpu` would silently run one process
+    assert cmd[-4:] == ["-m", "differ_core.train_entry", "--config", "run.yaml"]
+    cmd, _ = accelerate_command("run.yaml", processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1")
+    assert cmd[cmd.index("--num_processes") + 1] == "8" and "--main_process_ip" in cmd
+    with pytest.raises(DifferError, match="main-process-ip"):
+        accelerate_command("run.yaml", processes=1, num_machines=2)
+
+
+def test_run_streaming_reports_exit_code_and_last_lines():
+    lines: list[str] = []
+    run_streaming([sys.executable, "-c", "print('hello')"], log=lines.append)
+    assert lines == ["hello"]
+    code = "import sys; print('step 1'); print('loss is nan at step 7'); sys.exit(3)"
+    with pytest.raises(DifferError, match=r"code 3(.|\n)*loss is nan at step 7"):
+        run_streaming([sys.executable, "-c", code], log=lambda s: None)
+
+
+def test_transient_errors_are_classified():
+    assert is_transient(TimeoutError("lock"))
+    assert is_transient(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert is_transient(DifferError("x.lock: another process is running captioning"))
+    assert not is_transient(DifferError("/data/LTCC_ReID/train: folder missing"))
+
+
+def test_cli_unknown_pipeline_yaml_is_one_line_error(tmp_path, capsys):
+    rc = main(["--workdir", str(tmp_path), "run", "--config", str(tmp_path / "missing.yaml")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "missing.yaml" in err
