@@ -16,8 +16,14 @@ from differ_core.fingerprint import sha256_json
 CACHE_VERSION = "1"
 
 
-def make_cache_key_fn(stage: str, output_ok: Callable[[dict[str, Any]], bool]) -> Callable[..., str]:
-    """``cache_key_fn`` for Prefect: hash of (stage, parameters) when ``output_ok(parameters)``, else a nonce."""
+def make_cache_key_fn(
+    stage: str, output_ok: Callable[[dict[str, Any]], bool], ignore: tuple[str, ...] = ()
+) -> Callable[..., str]:
+    """``cache_key_fn`` for Prefect: hash of (stage, parameters) when ``output_ok(parameters)``, else a nonce.
+
+    ``ignore`` names parameters that do not change the output (a batch size, the path of a prompts file
+    whose content is already in the key as a prompt id).
+    """
 
     def key_fn(context: Any, parameters: dict[str, Any]) -> str:
         try:
@@ -26,7 +32,8 @@ def make_cache_key_fn(stage: str, output_ok: Callable[[dict[str, Any]], bool]) -
             ok = False
         if not ok:
             return f"{stage}-miss-{uuid.uuid4().hex}"
-        return f"{stage}-{sha256_json({'v': CACHE_VERSION, 'stage': stage, 'params': parameters}, 32)}"
+        keyed = {k: v for k, v in parameters.items() if k not in ignore}
+        return f"{stage}-{sha256_json({'v': CACHE_VERSION, 'stage': stage, 'params': keyed}, 32)}"
 
     key_fn.__name__ = f"{stage}_cache_key"
     return key_fn

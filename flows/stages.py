@@ -55,9 +55,17 @@ class Context:
             result_storage=result_storage_for(self.workdir), refresh_cache=stage in self.cfg.refresh or None
         )
 
-    def record(self, stage: str, state: Any, details: str = "") -> None:
-        status = "reused (cached)" if state.name == "Cached" else "recomputed"
-        self.stages.append({"stage": stage, "status": status, "details": details})
+    def record(self, stage: str, state: Any, details: str = "", counts: dict[str, int] | None = None) -> None:
+        """Note what a stage did; ``counts`` are the rows it computed (zero when reused)."""
+        cached = state.name == "Cached"
+        self.stages.append(
+            {
+                "stage": stage,
+                "status": "reused (cached)" if cached else "recomputed",
+                "details": details,
+                "counts": {} if cached else dict(counts or {}),
+            }
+        )
 
 
 def manifest_step(ctx: Context) -> None:
@@ -103,7 +111,7 @@ def caption_step(ctx: Context, runner: Any) -> None:
         out = result_of(f"caption/{p}", f.state)
         ctx.caption_fps[p] = out["fingerprint"]
         generated = 0 if f.state.name == "Cached" else out["generated"]
-        ctx.record(f"caption/{p}", f.state, f"{out['n_rows']} rows, {generated} generated")
+        ctx.record(f"caption/{p}", f.state, f"{out['n_rows']} rows, {generated} generated", {p: generated})
     ctx.outputs["captions"] = str(Path(ctx.workdir) / "captions" / cfg.dataset)
 
 
@@ -139,7 +147,7 @@ def encode_step(ctx: Context) -> None:
     ctx.features_fp = out["fingerprint"]
     ctx.outputs["features"] = out["dir"]
     encoded = {} if st.name == "Cached" else {k: v for k, v in out["encoded"].items() if v}
-    ctx.record("encode", st, f"encoded {encoded or 'nothing new'}")
+    ctx.record("encode", st, f"encoded {encoded or 'nothing new'}", out["encoded"])
 
 
 def _run_name(ctx: Context) -> tuple[dict[str, Any], str]:

@@ -43,7 +43,9 @@ class StageFailed(Exception):
     """Raised (as a Failed state) when a stage rejects its input."""
 
 
-def stage_task(stage: str, output_ok: Callable[[dict[str, Any]], bool], **task_kwargs: Any):
+def stage_task(
+    stage: str, output_ok: Callable[[dict[str, Any]], bool], ignore: tuple[str, ...] = (), **task_kwargs: Any
+):
     """Decorator: a cached, retried Prefect task whose DifferError becomes a clean Failed state."""
 
     def wrap(fn: Callable[..., dict[str, Any]]):
@@ -60,7 +62,7 @@ def stage_task(stage: str, output_ok: Callable[[dict[str, Any]], bool], **task_k
 
         return task(
             name=f"differ-{stage}",
-            cache_key_fn=make_cache_key_fn(stage, output_ok),
+            cache_key_fn=make_cache_key_fn(stage, output_ok, ignore),
             persist_result=True,
             result_serializer="json",
             retries=2,
@@ -83,7 +85,9 @@ def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, r
 
 
 # ---------------------------------------------------------------- captions
-@stage_task("caption", stage_outputs.caption_ok, task_run_name="caption-{perspective}")
+@stage_task(
+    "caption", stage_outputs.caption_ok, ignore=("prompts", "batch_size"), task_run_name="caption-{perspective}"
+)
 def caption_task(
     workdir: str,
     dataset: str,

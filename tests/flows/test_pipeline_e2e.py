@@ -1,0 +1,126 @@
+"""The pipeline end to end on a tiny SynthCC with Prefect's ephemeral API.
+
+One workspace goes through: a first run (everything computed), a no-change rerun (everything cached), then a
+changed clothing prompt (only clothing captions/features recomputed, then train and evaluate).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from flows.config import PipelineConfig
+from flows.pipeline import differ_caption, differ_manifest, differ_pipeline
+from flows.report import run_flow
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _status(result: dict) -> dict[str, str]:
+    return {s["stage"]: s["status"] for s in result["stages"]}
+
+
+def _counts(result: dict, stage: str) -> dict[str, int]:
+    return next(s["counts"] for s in result["stages"] if s["stage"] == stage)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    prompts = work / "prompts.yaml"
+    shutil.copy(REPO / "captions" / "prompts.yaml", prompts)
+    cfg = PipelineConfig(
+        workdir=str(work / "w"),
+        root=str(work / "data"),
+        manifest_options={"size": "tiny"},
+        train_config=str(REPO / "configs" / "synthcc_tiny.yaml"),
+        prompts=str(prompts),
+        plots=1,
+    )
+    return cfg, prompts
+
+
+def test_pipeline_runs_caches_and_recomputes_only_what_a_prompt_change_touches(tiny_cfg):
+    cfg, prompts = tiny_cfg
+    first = run_flow(differ_pipeline, cfg)
+    assert set(_status(first).values()) == {"recomputed"}
+    work = Path(cfg.workdir)
+    caps = pd.read_parquet(work / "captions" / "synthcc")
+    manifest = pd.read_parquet(first["manifest"])
+    n_train = int((manifest["split"] == "train").sum())
+    assert caps.groupby("perspective", observed=True)["image_id"].nunique().to_dict() == {
+        p: n_train for p in cfg.perspectives
+    }
+    metrics = json.loads(Path(first["metrics"]).read_text())
+    assert metrics["dataset"] == "synthcc" and metrics["protocols"]
+    for proto in metrics["protocols"].values():
+        assert 0.0 <= proto["rank1"] <= 1.0 and 0.0 <= proto["mAP"] <= 1.0
+
+    again = run_flow(differ_pipeline, cfg)
+    assert set(_status(again).values()) == {"reused (cached)"}
+    assert again["metrics"] == first["metrics"]
+
+    spec = yaml.safe_load(prompts.read_text())
+    _edit_prompt(spec, "clothing", " Name every colour you see.")
+    prompts.write_text(yaml.safe_dump(spec, sort_keys=False))
+    changed = run_flow(differ_pipeline, cfg)
+    status = _status(changed)
+    assert status["caption/clothing"] == "recomputed"
+    assert _counts(changed, "caption/clothing") == {"clothing": n_train}
+    others = [p for p in cfg.perspectives if p != "clothing"]
+    assert all(status[f"caption/{p}"] == "reused (cached)" for p in others)
+    assert status["manifest"] == status["summarize"] == "reused (cached)"
+    assert status["encode"] == status["train"] == status["evaluate"] == "recomputed"
+    encoded = _counts(changed, "encode")
+    assert all(encoded.get(p, 0) == 0 for p in others) and encoded.get("clothing", 0) > 0
+    assert changed["run_dir"] != first["run_dir"]  # a new run; the old one is kept
+    assert Path(first["run_dir"], "checkpoints").exists()
+
+
+def _edit_prompt(spec: dict, perspective: str, extra: str) -> None:
+    """Append text to one perspective's prompt, whatever the YAML's exact nesting."""
+    items = spec.get("perspectives", spec)
+    if isinstance(items, dict):
+        items[perspective]["prompt"] += extra
+        return
+    for item in items:
+        if item.get("name") == perspective:
+            item["prompt"] += extra
+            return
+    raise AssertionError(f"no {perspective} prompt in {spec}")
+
+
+def test_failing_stage_gives_its_own_one_line_error(tmp_path):
+    from differ_core.errors import DifferError
+
+    cfg = PipelineConfig(workdir=str(tmp_path / "w"), dataset="ltcc", root=str(tmp_path / "no-such-root"))
+    with pytest.raises(DifferError) as err:
+        run_flow(differ_pipeline, cfg)
+    msg = str(err.value)
+    assert msg.startswith("manifest:") and "no-such-root" in msg and "\n" not in msg
+
+
+def test_dask_runner_gives_the_same_caption_tables(tmp_path):
+    pytest.importorskip("prefect_dask")
+    tables = {}
+    for runner in ("threads", "dask"):
+        cfg = PipelineConfig(
+            workdir=str(tmp_path / runner),
+            root=str(tmp_path / "data"),
+            manifest_options={"size": "tiny"},
+            perspectives=["clothing", "pose"],
+            task_runner=runner,
+            dask_workers=2,
+        )
+        run_flow(differ_manifest, cfg)
+        run_flow(differ_caption, cfg)
+        df = pd.read_parquet(tmp_path / runner / "captions" / "synthcc")
+        cols = ["image_id", "perspective", "prompt_id", "caption"]
+        tables[runner] = df[cols].astype(str).sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(tables["threads"], tables["dask"])
