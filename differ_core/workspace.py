@@ -45,11 +45,13 @@ class Workspace:
     def perspective_dir(self, dataset: str, perspective: str) -> Path:
         return self.captions_dir(dataset) / f"perspective={perspective}"
 
+    # The leading "_" keeps these files out of ``pd.read_parquet(captions_dir)`` (pyarrow skips "_"/"." names);
+    # a plain ``summaries.parquet`` / ``current.json`` there breaks or pollutes the hive-partitioned read.
     def summaries(self, dataset: str) -> Path:
-        return self.captions_dir(dataset) / "summaries.parquet"
+        return self.captions_dir(dataset) / "_summaries.parquet"
 
     def captions_current(self, dataset: str) -> Path:
-        return self.captions_dir(dataset) / "current.json"
+        return self.captions_dir(dataset) / "_current.json"
 
     # features
     def features_dir(self, dataset: str, encoder: str) -> Path:
