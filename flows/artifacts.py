@@ -60,6 +60,13 @@ def picture(png: str | Path, title: str, max_bytes: int = 1_500_000) -> None:
     create_markdown_artifact(key=_key(f"picture-{title}"), markdown=body, description=title)
 
 
+def markdown_file(path: str | Path, title: str) -> None:
+    """A markdown file (e.g. a study's summary table) as a markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=_key(title), markdown=Path(path).read_text(), description=title)
+
+
 class CaptionProgress:
     """A progress artifact updated as caption batches complete (callable with a fraction 0..1)."""
 

@@ -41,4 +41,15 @@ def runner_deployments() -> list[Any]:
                 tags=["differ"],
             )
         )
+    from flows.pipeline import differ_study
+    from flows.study import StudyConfig
+
+    out.append(
+        differ_study.to_deployment(
+            name="synthcc",
+            parameters={"study": StudyConfig().model_dump(mode="json")},
+            description="differ-study (synthcc): baseline vs DIFFER vs ablations over 3 seeds on SynthCC",
+            tags=["differ"],
+        )
+    )
     return out

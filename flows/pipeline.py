@@ -19,6 +19,7 @@ from flows.stages import (
     summarize_step,
     train_step,
 )
+from flows.study import StudyConfig
 
 
 def task_runner_for(cfg: PipelineConfig):
@@ -150,3 +151,19 @@ STAGE_FLOWS = {
     "differ-train": differ_train,
     "differ-evaluate": differ_evaluate,
 }
+
+
+@flow(name="differ-study", persist_result=False)
+@_clean_failures
+def differ_study(study: StudyConfig = StudyConfig()) -> dict[str, Any]:  # noqa: B008
+    """Baseline vs DIFFER vs ablations over seeds (and caption-noise levels): one table, markdown and plot."""
+    from flows.report import run_flow
+    from flows.study import run_study
+
+    logger = get_run_logger()
+    out = run_study(study, lambda cfg: run_flow(differ_pipeline, cfg), log=logger.info)
+    try:
+        artifacts.markdown_file(out["markdown"], f"study {study.name}")
+    except Exception as exc:  # noqa: BLE001 - artifacts are a convenience
+        logger.warning("could not create the study artifact: %s", exc)
+    return out

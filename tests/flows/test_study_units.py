@@ -1,0 +1,92 @@
+"""The study's pieces that need no training: overlays as overrides, the summary table, markdown and plot."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from differ_core.config import apply_overrides
+from differ_core.errors import ConfigError
+from flows import study
+from flows.config import PipelineConfig
+
+
+@pytest.fixture
+def ablations(tmp_path, monkeypatch):
+    d = tmp_path / "ablations"
+    d.mkdir()
+    (d / "baseline.yaml").write_text("base: ../synthcc.yaml\nlosses: [id, triplet]\n")
+    (d / "clothing_only.yaml").write_text(
+        "text:\n  perspectives: [biometrics, clothing]\nlosses:\n  grl_alpha: 0.5\n"
+    )
+    monkeypatch.setattr(study, "ABLATIONS_DIR", d)
+    return d
+
+
+def test_overlay_becomes_overrides_without_its_base(ablations):
+    assert study.variant_overrides("differ") == []
+    over = study.variant_overrides("baseline")
+    assert over == ["losses.use=[id, triplet]"]
+    merged = apply_overrides({"losses": {"use": ["id", "triplet", "bio"], "id_weight": 2.0}}, over)
+    assert merged["losses"] == {"use": ["id", "triplet"], "id_weight": 2.0}  # weights kept
+    over = study.variant_overrides("clothing_only")
+    assert apply_overrides({}, over) == {
+        "text": {"perspectives": ["biometrics", "clothing"]},
+        "losses": {"grl_alpha": 0.5},
+    }
+    with pytest.raises(ConfigError, match="no such ablation overlay"):
+        study.variant_overrides("nope")
+    assert study.available_variants() == ["differ", "baseline", "clothing_only"]
+
+
+def test_run_configs_cover_noise_variants_seeds(ablations, tmp_path):
+    cfg = study.StudyConfig(
+        name="s",
+        pipeline=PipelineConfig(),
+        variants=["baseline", "differ"],
+        seeds=[0, 1],
+        noise_levels=[0.0, 0.2],
+    )
+    runs = study.run_configs(cfg, str(tmp_path))
+    assert len(runs) == 8
+    keys, pc = runs[-1]
+    assert keys == {"noise": 0.2, "variant": "differ", "seed": 1}
+    assert pc.caption_noise == 0.2 and pc.workdir.endswith("noise-0.2") and len(pc.perspectives) == 6
+    assert pc.train_overrides[-2:] == ["run.seed=1", "run.name=s-differ-s1"]
+    with pytest.raises(ValueError, match="unknown variants"):
+        study.StudyConfig(variants=["differ", "mystery"])
+
+
+def _results() -> pd.DataFrame:
+    rows = []
+    for variant, base in (("baseline", 0.4), ("differ", 0.6)):
+        for seed in (0, 1, 2):
+            for proto, off in (("general", 0.3), ("clothes_changing", 0.0)):
+                v = base + off + 0.01 * seed
+                rows.append(
+                    dict(
+                        noise=0.0,
+                        variant=variant,
+                        seed=seed,
+                        protocol=proto,
+                        rank1=v,
+                        rank5=v,
+                        rank10=v,
+                        mAP=v - 0.1,
+                        seconds=10.0 + seed,
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def test_summary_mean_std_markdown_and_plot(tmp_path):
+    summary = study.summarize(_results())
+    row = summary[(summary.variant == "differ") & (summary.protocol == "clothes_changing")].iloc[0]
+    assert row["rank1_mean"] == pytest.approx(0.61) and row["rank1_std"] == pytest.approx(0.01)
+    assert row["mAP_mean"] == pytest.approx(0.51) and row["seeds"] == 3 and row["seconds_mean"] == 11.0
+    md = study.summary_markdown(summary)
+    assert "| differ | 91.0 ± 1.0 | 81.0 ± 1.0 | 61.0 ± 1.0 | 51.0 ± 1.0 | 3 | 11 |" in md
+    paths = study.write_study(_results(), tmp_path / "out")
+    assert pd.read_parquet(paths["summary"]).shape[0] == 4
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "out").glob(".tmp-*"))
