@@ -63,7 +63,9 @@ def _train_tokenizer(vocab_size: int = 320):
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",
@@ -94,11 +96,19 @@ def _tiny_llama_config(vocab_size: int, tok, **extra):
     )
 
 
-def build_tiny_llava(out_dir: str | os.PathLike, image_size: int = 32, patch_size: int = 8, seed: int = 0) -> Path:
+def build_tiny_llava(
+    out_dir: str | os.PathLike, image_size: int = 32, patch_size: int = 8, seed: int = 0
+) -> Path:
     """Build and save a tiny random-weight LLaVA (CLIP vision + Llama) with processor and chat template."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import GenerationConfig, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,154 @@
+"""``hf:<local dir>``: a transformers image-text-to-text model (LLaVA-1.5/NeXT/OneVision, Qwen2-VL, ...).
+
+The processor's chat template puts the image before the question; a batch holds many images and one prompt,
+left-padded, decoded greedily under ``torch.inference_mode``; only the new tokens are decoded. bf16 (fp16 where
+bf16 is unsupported) on a GPU, fp32 on the CPU. A GPU out-of-memory halves the batch and retries.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from captions.backends import check_model_dir, clean_caption, model_dir_fingerprint
+from differ_core.errors import ConfigError, DifferError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from captions.prompts import PerspectiveSpec
+
+# (path, device, dtype, trust) -> (processor, model); one entry, shared by threads captioning other perspectives
+_CACHE: dict[tuple, tuple[Any, Any]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class HFCaptioner:
+    """Batched greedy captioning with a local transformers VLM."""
+
+    needs_images = True
+    min_batch_size = 1
+
+    def __init__(self, model_dir: str, trust_remote_code: bool = False, device: str | None = None) -> None:
+        self.path: Path = check_model_dir(f"hf:{model_dir}", model_dir, kind="vlm")
+        self.trust_remote_code = trust_remote_code
+        self._device = device
+        self.name = f"hf:{self.path.resolve().name}"
+        self.fingerprint = model_dir_fingerprint(self.path)
+
+    # ------------------------------------------------------------------ loading
+    def load(self) -> tuple[Any, Any]:
+        """The (processor, model) pair, loaded once per process from local files only."""
+        device = pick_device(self._device)
+        dtype = pick_dtype(device)
+        key = (str(self.path.resolve()), device, str(dtype), self.trust_remote_code)
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+            _CACHE.clear()
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            kw = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
+            try:
+                processor = AutoProcessor.from_pretrained(self.path, **kw)
+                model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype, **kw)
+            except (OSError, ValueError, KeyError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                hint = "" if self.trust_remote_code else " (custom model code needs --trust-remote-code)"
+                raise ConfigError(
+                    f"{self.path}: cannot load as an image-text-to-text model: {first}{hint}"
+                ) from exc
+            tok = getattr(processor, "tokenizer", None)
+            if tok is None or getattr(processor, "chat_template", None) is None:
+                raise ConfigError(
+                    f"{self.path}: the processor has no tokenizer or chat template; not a chat VLM"
+                )
+            tok.padding_side = "left"  # generation appends on the right: pad on the left
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            model = model.to(device).eval()
+            _CACHE[key] = (processor, model)
+            return processor, model
+
+    # ------------------------------------------------------------------ generation
+    def caption(
+        self, images: list[Image.Image] | None, spec: PerspectiveSpec, image_ids: list[str] | None = None
+    ) -> list[str]:
+        """One caption per image for ``spec``'s prompt; halves the batch on GPU out-of-memory."""
+        if not images:
+            return []
+        try:
+            return self._generate(images, spec)
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(images) == 1:
+                raise DifferError(
+                    f"{self.path}: out of memory on a single image; lower max_new_tokens or use a smaller model"
+                ) from exc
+            half = len(images) // 2
+            return self.caption(images[:half], spec) + self.caption(images[half:], spec)
+
+    def _generate(self, images: list[Image.Image], spec: PerspectiveSpec) -> list[str]:
+        import torch
+
+        processor, model = self.load()
+        conversations = [
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": im}, {"type": "text", "text": spec.prompt}],
+                }
+            ]
+            for im in images
+        ]
+        inputs = processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )
+        inputs = inputs.to(model.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        tok = processor.tokenizer
+        with torch.inference_mode():
+            out = model.generate(**inputs, **spec.generate_kwargs(), pad_token_id=tok.pad_token_id)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return [clean_caption(t) for t in processor.batch_decode(new, skip_special_tokens=True)]

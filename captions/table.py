@@ -1,0 +1,201 @@
+"""The caption tables: part schema, reading the current rows, and per-perspective status.
+
+``W/captions/<ds>/perspective=<p>/part-*.parquet`` hold every row ever generated (append-only). The current
+rows of a perspective are those whose ``prompt_id``, ``captioner`` and ``model_fingerprint`` match
+``_current.json`` (written by the caption writer); error rows never count, and the newest row wins when an
+image has several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from captions.perspectives import PERSPECTIVES
+from differ_core.errors import DataError
+from differ_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# DESIGN.md §4 caption columns, plus ``flag`` ("" | "empty" | "echo" | "error") and ``error`` (the reason)
+COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "perspective",
+    "prompt_id",
+    "prompt",
+    "caption",
+    "captioner",
+    "model_fingerprint",
+    "created_at",
+    "seconds",
+    "flag",
+    "error",
+)
+KEY_COLUMNS = ("prompt_id", "captioner", "model_fingerprint")
+
+
+def part_schema() -> pa.Schema:
+    """Arrow schema of a caption part; ``perspective`` is dictionary-encoded like the hive partition key."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("perspective", pa.dictionary(pa.int32(), pa.string())),
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("caption", pa.string()),
+            ("captioner", pa.string()),
+            ("model_fingerprint", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("seconds", pa.float64()),
+            ("flag", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def part_files(folder: str | os.PathLike) -> list[Path]:
+    """Finished parts of one perspective folder, oldest name first (temp files excluded)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("part-*.parquet") if not p.name.startswith("."))
+
+
+def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every row of a perspective folder (``perspective`` as a plain string column)."""
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    files = part_files(folder)
+    cols = list(columns or COLUMNS)
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
+    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table(
+        columns=cols
+    )
+    df = table.to_pandas()
+    if "perspective" in df.columns:
+        df["perspective"] = df["perspective"].astype("str")
+    return df
+
+
+def read_current_json(workdir: str | os.PathLike | None, dataset: str) -> dict[str, Any]:
+    path = Workspace.at(workdir).captions_current(dataset)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path}: unreadable ({exc}); rerun `differ caption --dataset {dataset}`") from exc
+
+
+def current_rows(rows: pd.DataFrame, key: dict[str, Any]) -> pd.DataFrame:
+    """Rows matching ``key`` (prompt_id, captioner[, model_fingerprint]), no error rows, newest per image."""
+    mask = rows["flag"].ne("error")
+    for k in KEY_COLUMNS:
+        if key.get(k) is not None:
+            mask &= rows[k].eq(key[k])
+    sub = rows[mask]
+    if "created_at" in sub.columns:
+        sub = sub.sort_values("created_at", kind="stable")
+    return sub.drop_duplicates("image_id", keep="last")
+
+
+def read_current_captions(
+    workdir: str | os.PathLike | None,
+    dataset: str,
+    perspectives: list[str] | None = None,
+    split: str | list[str] | None = None,
+) -> pd.DataFrame:
+    """One row per (image_id, perspective): the current captions, in perspective then manifest order.
+
+    ``perspectives`` None = every perspective the caption writer has recorded; ``split`` filters by the
+    manifest's split (a name or a list). Images no longer in the manifest are left out.
+    """
+    import pandas as pd
+
+    from data_manifests.schema import load_manifest
+
+    ws = Workspace.at(workdir)
+    current = read_current_json(ws.root, dataset)
+    if not current:
+        raise DataError(
+            f"{ws.captions_current(dataset)}: no captions recorded; run `differ caption --dataset {dataset}` first"
+        )
+    wanted = list(perspectives) if perspectives is not None else [p for p in PERSPECTIVES if p in current]
+    lacking = [p for p in wanted if p not in current]
+    if lacking:
+        raise DataError(
+            f"{ws.captions_current(dataset)}: no current captions for {lacking}; run "
+            f"`differ caption --dataset {dataset} --perspectives {','.join(lacking)}` first"
+        )
+    manifest = load_manifest(ws.root, dataset)
+    if split is not None:
+        splits = [split] if isinstance(split, str) else list(split)
+        manifest = manifest[manifest["split"].isin(splits)]
+    order = {img: i for i, img in enumerate(manifest["image_id"])}
+    frames = []
+    for p in wanted:
+        cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), current[p])
+        cur = cur[cur["image_id"].isin(order)].copy()
+        cur["_order"] = cur["image_id"].map(order)
+        frames.append(cur.sort_values("_order").drop(columns="_order"))
+    out = pd.concat(frames, ignore_index=True) if frames else read_parts(ws.captions_dir(dataset) / "none")
+    return out.reset_index(drop=True)
+
+
+def current_fingerprint(rows: pd.DataFrame) -> str:
+    """Order-independent hash of a perspective's current (image_id, caption) pairs."""
+    from differ_core.fingerprint import frame_fingerprint
+
+    if rows.empty:
+        return "empty"
+    return frame_fingerprint(rows[["image_id", "caption"]].astype(str).reset_index(drop=True))
+
+
+def caption_status(
+    workdir: str | os.PathLike | None,
+    dataset: str,
+    prompts: str | os.PathLike | None = None,
+    split: str = "train",
+) -> pd.DataFrame:
+    """Per perspective: rows current / stale (other prompt or model) / missing for ``split``, flagged and
+    error rows, the recorded prompt_id and whether the prompts file (``prompts``, default packaged) changed it."""
+    import pandas as pd
+
+    from captions.prompts import load_prompts
+    from data_manifests.schema import load_manifest
+
+    ws = Workspace.at(workdir)
+    manifest = load_manifest(ws.root, dataset)
+    target = set(manifest.loc[manifest["split"] == split, "image_id"])
+    current = read_current_json(ws.root, dataset)
+    specs = load_prompts(prompts)
+    records = []
+    for p in PERSPECTIVES:
+        rows = read_parts(ws.perspective_dir(dataset, p), ["image_id", *KEY_COLUMNS, "created_at", "flag"])
+        rows = rows[rows["image_id"].isin(target)]
+        entry = current.get(p)
+        cur = current_rows(rows, entry) if entry else rows.iloc[0:0]
+        have = set(cur["image_id"])
+        others = rows[~rows["image_id"].isin(have) & rows["flag"].ne("error")]
+        records.append(
+            {
+                "perspective": p,
+                "current": len(have),
+                "stale": int(others["image_id"].nunique()),
+                "missing": len(target - have),
+                "flagged": int(cur["flag"].isin(["empty", "echo"]).sum()),
+                "errors": int(rows.loc[rows["flag"].eq("error"), "image_id"].nunique()),
+                "prompt_id": entry["prompt_id"] if entry else None,
+                "prompt_changed": bool(entry) and entry["prompt_id"] != specs[p].prompt_id,
+                "captioner": entry["captioner"] if entry else None,
+            }
+        )
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,61 @@
+"""`differ caption --dataset D [--split train] [--perspectives a,b] [--captioner SPEC] ...`: missing rows only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset", required=True, help="dataset whose manifest to caption (W/manifests/<D>.parquet)"
+    )
+    p.add_argument("--split", default="train", help="split(s) to caption: a name, a comma list, or 'all'")
+    p.add_argument("--perspectives", default=None, help="comma list (default: all six)")
+    p.add_argument(
+        "--captioner",
+        default="attributes",
+        help="hf:<local VLM dir> | vllm:<local VLM dir> | attributes (SynthCC)",
+    )
+    p.add_argument(
+        "--prompts", default=None, help="prompts YAML (default: the packaged captions/prompts.yaml)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="images per generation batch")
+    p.add_argument(
+        "--noise", type=float, default=0.0, help="attributes captioner: per-attribute noise rate 0..1"
+    )
+    p.add_argument("--seed", type=int, default=0, help="attributes captioner: template/noise seed")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: auto)")
+    p.add_argument(
+        "--trust-remote-code", action="store_true", help="allow custom model code from the model folder"
+    )
+    p.add_argument(
+        "--on-bad-image",
+        choices=("error", "skip"),
+        default="error",
+        help="an image that fails to open: fail after captioning the rest (error) or only report it (skip)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from captions.writer import caption_dataset
+
+    report = caption_dataset(
+        args.workdir,
+        args.dataset,
+        perspectives=args.perspectives,
+        captioner=args.captioner,
+        prompts=args.prompts,
+        split=args.split,
+        batch_size=args.batch_size,
+        noise=args.noise,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+        device=args.device,
+        on_bad_image=args.on_bad_image,
+    )
+    print(f"captions of {args.dataset} by {report.captioner} -> {args.workdir}/captions/{args.dataset}")
+    for line in report.lines():
+        print(line)
+    for path, reason in report.errors:
+        print(f"skipped {path}: {reason}")
+    return 0
