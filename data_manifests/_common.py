@@ -37,7 +37,9 @@ def require_root(root: str | os.PathLike | None, dataset: str, expected: str) ->
     if not p.exists():
         raise DataError(f"{p}: dataset root not found; pass --root, the folder that contains {expected}")
     if not p.is_dir():
-        raise DataError(f"{p}: dataset root is not a folder; pass --root, the folder that contains {expected}")
+        raise DataError(
+            f"{p}: dataset root is not a folder; pass --root, the folder that contains {expected}"
+        )
     return p.absolute()
 
 
@@ -139,7 +141,9 @@ def check_splits(df: pd.DataFrame, required: dict[str, str]) -> None:
     counts = df["split"].value_counts() if len(df) else pd.Series(dtype="int64")
     for split, where in required.items():
         if int(counts.get(split, 0)) == 0:
-            raise DataError(f"{where}: split {split!r} has no images; expected at least one readable image there")
+            raise DataError(
+                f"{where}: split {split!r} has no images; expected at least one readable image there"
+            )
 
 
 def check_query_in_gallery(df: pd.DataFrame, where: Callable[[str], str], gallery: str = "gallery") -> None:
@@ -198,13 +202,23 @@ def build_flat(
     check_mode(on_bad_image)
     root = require_root(root, dataset, f"{dataset_folder}/")
     base = locate(root, [dataset_folder, ""], split_folders)
-    folders = {split: require_dir(base / name, f"{dataset} {name!r} split") for name, split in split_folders.items()}
+    folders = {
+        split: require_dir(base / name, f"{dataset} {name!r} split") for name, split in split_folders.items()
+    }
     rows: list[dict] = []
     for split, folder in folders.items():
         files = list_images(folder)
         for f, m in zip(files, parse_names(files, pattern, folder, expected), strict=True):
             image_id = rel(f, base)
-            rows.append({"image_id": image_id, "path": str(f), "dataset": dataset, "split": split, **labels(m, image_id)})
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "path": str(f),
+                    "dataset": dataset,
+                    "split": split,
+                    **labels(m, image_id),
+                }
+            )
     attrs: dict = {}
     bad = check_images([Path(r["path"]) for r in rows], on_bad_image)
     rows = drop_bad(rows, bad, attrs)

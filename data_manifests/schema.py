@@ -119,7 +119,9 @@ def validate_manifest(df: pd.DataFrame, source: str | os.PathLike = "manifest") 
             raise _fail(source, f"column {col!r} must be non-null strings")
     dup = df["image_id"][df["image_id"].duplicated()]
     if len(dup):
-        raise _fail(source, f"{len(dup)} duplicated image_id(s), e.g. {dup.head(3).tolist()}; each image once")
+        raise _fail(
+            source, f"{len(dup)} duplicated image_id(s), e.g. {dup.head(3).tolist()}; each image once"
+        )
     bad_splits = sorted(set(df["split"]) - set(SPLITS))
     if bad_splits:
         raise _fail(source, f"unknown split name(s) {bad_splits}; expected one of {list(SPLITS)}")

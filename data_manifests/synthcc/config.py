@@ -19,10 +19,14 @@ class SynthConfig(BaseModel):
 
     num_train_ids: int = Field(100, ge=1, description="identities in the train split")
     num_test_ids: int = Field(50, ge=1, description="identities in query/gallery (disjoint from train)")
-    outfits_per_id: int = Field(3, ge=2, description="outfits (sessions) per identity; >= 2 for clothes changing")
+    outfits_per_id: int = Field(
+        3, ge=2, description="outfits (sessions) per identity; >= 2 for clothes changing"
+    )
     images_per_outfit: int = Field(8, ge=2, description="images of each identity in each outfit")
     num_cameras: int = Field(6, ge=2, le=99, description="cameras, each with its own background/light/scale")
-    cameras_per_outfit: int = Field(3, ge=2, description="cameras that see one outfit (images spread over them)")
+    cameras_per_outfit: int = Field(
+        3, ge=2, description="cameras that see one outfit (images spread over them)"
+    )
     queries_per_outfit: int = Field(2, ge=1, description="query images per test outfit, one per camera")
     img_height: int = Field(128, ge=32, le=1024)
     img_width: int = Field(64, ge=16, le=512)
@@ -32,7 +36,9 @@ class SynthConfig(BaseModel):
     clothing_saliency: float = Field(
         1.0, ge=0.0, le=1.5, description="saturation/contrast of clothing colours and patterns (0 = all grey)"
     )
-    hairstyle_change_prob: float = Field(0.3, ge=0.0, le=1.0, description="P(new hairstyle) at each new outfit")
+    hairstyle_change_prob: float = Field(
+        0.3, ge=0.0, le=1.0, description="P(new hairstyle) at each new outfit"
+    )
     prop_prob: float = Field(0.15, ge=0.0, le=1.0, description="P(an image shows a hand-held prop)")
     noise_std: float = Field(3.0, ge=0.0, le=64.0, description="Gaussian pixel noise (0-255 units)")
     blur_scale: float = Field(1.0, ge=0.0, le=4.0, description="multiplies the per-camera blur radius")
@@ -40,7 +46,9 @@ class SynthConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SynthConfig:
         if self.cameras_per_outfit > self.num_cameras:
-            raise ValueError(f"cameras_per_outfit ({self.cameras_per_outfit}) > num_cameras ({self.num_cameras})")
+            raise ValueError(
+                f"cameras_per_outfit ({self.cameras_per_outfit}) > num_cameras ({self.num_cameras})"
+            )
         if self.queries_per_outfit >= self.cameras_per_outfit:
             raise ValueError(
                 f"queries_per_outfit ({self.queries_per_outfit}) must be < cameras_per_outfit "
@@ -67,10 +75,24 @@ class SynthConfig(BaseModel):
 
 
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(num_train_ids=8, num_test_ids=6, outfits_per_id=3, images_per_outfit=4, num_cameras=4,
-                 cameras_per_outfit=3, queries_per_outfit=1),
-    "small": dict(num_train_ids=40, num_test_ids=20, outfits_per_id=3, images_per_outfit=6, num_cameras=5,
-                  cameras_per_outfit=3, queries_per_outfit=2),
+    "tiny": dict(
+        num_train_ids=8,
+        num_test_ids=6,
+        outfits_per_id=3,
+        images_per_outfit=4,
+        num_cameras=4,
+        cameras_per_outfit=3,
+        queries_per_outfit=1,
+    ),
+    "small": dict(
+        num_train_ids=40,
+        num_test_ids=20,
+        outfits_per_id=3,
+        images_per_outfit=6,
+        num_cameras=5,
+        cameras_per_outfit=3,
+        queries_per_outfit=2,
+    ),
     "default": {},
 }
 

@@ -1,0 +1,177 @@
+"""The dataset registry: ``DATASETS``, ``build_manifest`` (a validated table) and ``make_manifest`` (writes it)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from differ_core.errors import ConfigError, DataError
+
+_REAL_OPTIONS = ("on_bad_image",)
+_SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset: its adapter module (``build(root, ...)``), the layout it expects and its options."""
+
+    name: str
+    module: str
+    layout: str
+    options: tuple[str, ...] = _REAL_OPTIONS
+    generated: bool = False
+
+    def build(self, root: str | os.PathLike | None, **options: Any) -> pd.DataFrame:
+        return importlib.import_module(self.module).build(root, **options)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "ltcc": DatasetInfo(
+        "ltcc", "data_manifests.ltcc", "LTCC_ReID/{train,query,test}/<pid>_<outfit>_c<cam>_*.png"
+    ),
+    "prcc": DatasetInfo(
+        "prcc",
+        "data_manifests.prcc",
+        "prcc/rgb/{train,val}/<pid>/{A,B,C}_*.jpg, prcc/rgb/test/{A,B,C}/<pid>/*.jpg",
+    ),
+    "celeb-light": DatasetInfo(
+        "celeb-light",
+        "data_manifests.celeb_light",
+        "Celeb-reID-light/{train,query,gallery}/<pid>_<idx>_<n>.jpg",
+    ),
+    "ccvid": DatasetInfo(
+        "ccvid",
+        "data_manifests.ccvid",
+        "CCVID/{train,query,gallery}.txt + CCVID/<session>/<pid>_<cam>/<frames>",
+    ),
+    "custom": DatasetInfo(
+        "custom", "data_manifests.custom", "a CSV with columns path,split,pid,camid,clothes_id"
+    ),
+    "synthcc": DatasetInfo(
+        "synthcc",
+        "data_manifests.synthcc.dataset",
+        "generated: SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png",
+        _SYNTH_OPTIONS,
+        generated=True,
+    ),
+}
+
+
+def dataset_info(dataset: str) -> DatasetInfo:
+    key = str(dataset).strip().lower().replace("_", "-")
+    key = {"celeb": "celeb-light", "celeb-reid-light": "celeb-light", "celebreid-light": "celeb-light"}.get(
+        key, key
+    )
+    if key not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+def _check_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
+    options = {k: v for k, v in options.items() if v is not None}
+    if info.generated:
+        from data_manifests.synthcc.config import SynthConfig
+
+        allowed = set(info.options) | set(SynthConfig.model_fields)
+    else:
+        allowed = set(info.options)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        hint = (
+            "SynthCC knobs apply to synthcc only"
+            if not info.generated
+            else f"allowed: {', '.join(sorted(allowed))}"
+        )
+        raise ConfigError(f"{info.name}: unknown option(s) {', '.join(unknown)}; {hint}")
+    return options
+
+
+def build_manifest(dataset: str, root: str | os.PathLike | None, **options: Any) -> pd.DataFrame:
+    """The validated manifest of ``dataset`` under ``root`` (SynthCC: generated there first, or reused).
+
+    Options: ``on_bad_image`` ("error" | "skip"); SynthCC also ``size``, ``seed``, ``num_ids``, ``workers`` and
+    any ``SynthConfig`` knob. ``df.attrs["skipped_images"]`` lists image_ids left out as unreadable.
+    """
+    info = dataset_info(dataset)
+    return info.build(root, **_check_options(info, options))
+
+
+@dataclass
+class ManifestReport:
+    """What ``make_manifest_report`` did."""
+
+    dataset: str
+    path: Path
+    manifest: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+    attributes: Path | None = None  # SynthCC's attribute table in the workspace
+    generated: bool | None = None  # SynthCC: images generated now (False: reused)
+    seconds: float = 0.0
+
+
+def make_manifest_report(
+    workdir: str | os.PathLike | None,
+    dataset: str,
+    root: str | os.PathLike | None,
+    out: str | os.PathLike | None = None,
+    **options: Any,
+) -> ManifestReport:
+    """Build, validate and atomically write a manifest (default ``W/manifests/<dataset>.parquet``).
+
+    SynthCC: ``root`` defaults to ``W/data``; the attribute table goes to ``Workspace.attributes("synthcc")``
+    (written before the manifest). Nothing is written when building or validation fails.
+    """
+    from data_manifests.schema import write_manifest
+    from differ_core.io import stage_lock, write_parquet_atomic
+    from differ_core.workspace import Workspace
+
+    t0 = time.perf_counter()
+    info = dataset_info(dataset)
+    ws = Workspace.at(workdir)
+    if info.generated and (root is None or str(root) == ""):
+        root = ws.root / "data"
+    target = Path(out).expanduser().absolute() if out else ws.manifest(info.name)
+    with stage_lock(ws.locks() / f"manifest-{info.name}.lock", what=f"`differ manifest {info.name}`"):
+        df = build_manifest(info.name, root, **options)
+        attributes_path = None
+        if info.generated:
+            attributes_path = _write_attributes(df, ws.attributes(info.name), write_parquet_atomic)
+        write_manifest(df, target)
+    meta = df.attrs.get("synthcc", {})
+    return ManifestReport(
+        dataset=info.name,
+        path=target,
+        manifest=df,
+        skipped=list(df.attrs.get("skipped_images", [])),
+        attributes=attributes_path,
+        generated=meta.get("generated") if info.generated else None,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _write_attributes(df: pd.DataFrame, target: Path, writer: Any) -> Path:
+    """Copy the generated folder's attribute table (rows of the manifest's images, manifest order)."""
+    from data_manifests.synthcc.generate import load_attributes
+
+    attrs = load_attributes(Path(df.attrs["synthcc"]["folder"]))
+    missing = sorted(set(df["image_id"]) - set(attrs["image_id"]))
+    if missing:
+        raise DataError(
+            f"{df.attrs['synthcc']['attributes']}: no attributes for {len(missing)} image(s) (e.g. {missing[:3]}); "
+            "delete the SynthCC folder and run `differ manifest synthcc` again"
+        )
+    table = attrs.set_index("image_id").loc[df["image_id"]].reset_index()
+    return writer(table, target)
+
+
+def make_manifest(
+    workdir: str | os.PathLike | None, dataset: str, root: str | os.PathLike | None, **options: Any
+) -> Path:
+    """Write ``W/manifests/<dataset>.parquet`` atomically and return its path (see ``make_manifest_report``)."""
+    return make_manifest_report(workdir, dataset, root, **options).path
