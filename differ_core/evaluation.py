@@ -102,7 +102,9 @@ class RankingResult:
     mode: str = "general"
     ignore_camera: bool = False
     ap: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per query, NaN where skipped
-    first_hit: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # -1 where skipped
+    first_hit: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64), repr=False
+    )  # -1 where skipped
 
     def rank(self, k: int) -> float:
         """Rank-k accuracy (``cmc[k-1]``; the last value if ``k`` > ``max_rank``)."""
@@ -169,7 +171,9 @@ def _as_matrix(dist: Any) -> np.ndarray | DistanceSource:
         dist = dist.detach().cpu().numpy()
     d = np.asarray(dist)
     if d.ndim != 2:
-        raise EvaluationInputError(f"dist: expected a 2-D [num_query, num_gallery] matrix, got shape {d.shape}")
+        raise EvaluationInputError(
+            f"dist: expected a 2-D [num_query, num_gallery] matrix, got shape {d.shape}"
+        )
     if d.dtype.kind in "iub":
         d = d.astype(np.float64)
     elif d.dtype == np.float16 or d.dtype.kind != "f":
@@ -211,6 +215,26 @@ def _classify(
     else:  # same_clothes
         good = other_cam & same_clo
     return good, ~good | cam_junk  # every same-pid item that is not good is junk
+
+
+def classify_gallery(
+    q_pid: Any,
+    q_camid: Any,
+    q_clothes: Any,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+    g_clothes: np.ndarray | None,
+    mode: str = "general",
+    ignore_camera: bool = False,
+) -> np.ndarray:
+    """Per gallery item of one query: 1 = good, 0 = junk (ignored by the metrics), -1 = wrong identity."""
+    mode = _normalise_mode(mode)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    same = g_pids == q_pid
+    same_cam = g_camids == q_camid
+    same_clo = None if g_clothes is None or mode == "general" else np.asarray(g_clothes) == q_clothes
+    good, junk = _classify(same_cam, same_clo, mode, ignore_camera)
+    return np.where(same, np.where(good, 1, 0), -1).astype(np.int8)
 
 
 def _stable_ranks(d: np.ndarray, rows: np.ndarray, cols: np.ndarray, counts: np.ndarray, chunk_elements: int):
@@ -271,20 +295,28 @@ def evaluate_ranking(
         raise EvaluationInputError(f"dist: empty distance matrix of shape {(num_q, num_g)}")
     qp, gp = _as_1d(q_pids, "q_pids"), _as_1d(g_pids, "g_pids")
     qc, gc = _as_1d(q_camids, "q_camids"), _as_1d(g_camids, "g_camids")
-    for name, arr, n, side in (("q_pids", qp, num_q, "rows"), ("q_camids", qc, num_q, "rows"),
-                               ("g_pids", gp, num_g, "columns"), ("g_camids", gc, num_g, "columns")):
+    for name, arr, n, side in (
+        ("q_pids", qp, num_q, "rows"),
+        ("q_camids", qc, num_q, "rows"),
+        ("g_pids", gp, num_g, "columns"),
+        ("g_camids", gc, num_g, "columns"),
+    ):
         if arr.shape[0] != n:
             raise EvaluationInputError(f"{name}: length {arr.shape[0]} does not match dist's {n} {side}")
     qk = gk = None
     if mode != "general":
         if q_clothes is None or g_clothes is None:
-            missing = " and ".join(n for n, a in (("q_clothes", q_clothes), ("g_clothes", g_clothes)) if a is None)
+            missing = " and ".join(
+                n for n, a in (("q_clothes", q_clothes), ("g_clothes", g_clothes)) if a is None
+            )
             raise EvaluationInputError(f"{missing}: required for mode={mode!r} (clothes ids of each image)")
         qk, gk = _as_1d(q_clothes, "q_clothes"), _as_1d(g_clothes, "g_clothes")
         if qk.shape[0] != num_q:
             raise EvaluationInputError(f"q_clothes: length {qk.shape[0]} does not match dist's {num_q} rows")
         if gk.shape[0] != num_g:
-            raise EvaluationInputError(f"g_clothes: length {gk.shape[0]} does not match dist's {num_g} columns")
+            raise EvaluationInputError(
+                f"g_clothes: length {gk.shape[0]} does not match dist's {num_g} columns"
+            )
     if int(max_rank) < 1:
         raise EvaluationInputError(f"max_rank: must be >= 1, got {max_rank}")
     max_rank = int(max_rank)
@@ -306,7 +338,9 @@ def evaluate_ranking(
         d = d_all.rows(r0, r1) if not isinstance(d_all, np.ndarray) else d_all[r0:r1]
         d = np.asarray(d)
         if d.shape != (r1 - r0, num_g):
-            raise EvaluationInputError(f"dist: rows {r0}:{r1} have shape {d.shape}, expected {(r1 - r0, num_g)}")
+            raise EvaluationInputError(
+                f"dist: rows {r0}:{r1} have shape {d.shape}, expected {(r1 - r0, num_g)}"
+            )
         d = _check_chunk(d, r0)
         c = r1 - r0
         counts = pid_count[q_code[r0:r1]]
