@@ -18,7 +18,14 @@ from differ_core.errors import ConfigError
 
 LossName = Literal["id", "triplet", "bio", "nbdetach"]
 LOSS_NAMES: tuple[str, ...] = ("id", "triplet", "bio", "nbdetach")
-PERSPECTIVE_NAMES: tuple[str, ...] = ("biometrics", "hairstyle", "clothing", "pose", "interaction", "environment")
+PERSPECTIVE_NAMES: tuple[str, ...] = (
+    "biometrics",
+    "hairstyle",
+    "clothing",
+    "pose",
+    "interaction",
+    "environment",
+)
 
 
 class _Section(BaseModel):
@@ -38,10 +45,11 @@ class DataConfig(_Section):
     dataset: str = "synthcc"
     workdir: str | None = Field(None, description="workspace (default $DIFFER_WORKDIR or ./differ-work)")
     img_size: tuple[int, int] = Field((128, 64), description="(height, width) of the network input")
-    mean: tuple[float, float, float] | None = Field(None, description="normalisation mean (default: backbone's)")
+    mean: tuple[float, float, float] | None = Field(
+        None, description="normalisation mean (default: backbone's)"
+    )
     std: tuple[float, float, float] | None = None
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
-    num_workers: int = Field(0, ge=0, description="data loader workers (images are decoded once, in memory)")
     decode_threads: int = Field(4, ge=1, description="threads decoding images once at start")
 
     @field_validator("img_size")
@@ -58,9 +66,12 @@ class TextConfig(_Section):
         default_factory=lambda: ["biometrics", "hairstyle", "clothing"],
         description="first = the biometric perspective, the rest = non-biometric (one NBDetach branch each)",
     )
-    bio_source: Literal["image", "summary"] = Field("image", description="biometric text: per image or per identity")
+    bio_source: Literal["image", "summary"] = Field(
+        "image", description="biometric text: per image or per identity"
+    )
     features_file: str | None = Field(
-        None, description="optional .pt {'image_ids': [...], 'features': [N,1+K,D]} instead of the workspace features"
+        None,
+        description="optional .pt {'image_ids': [...], 'features': [N,1+K,D]} instead of the workspace features",
     )
 
     @field_validator("perspectives")
@@ -82,8 +93,12 @@ class TextConfig(_Section):
 
 class ModelConfig(_Section):
     backbone: str = Field("vit_tiny_patch16_224", description="any timm model name")
-    backbone_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm create_model kwargs")
-    pretrained: str | None = Field(None, description="local weights file (.pt/.pth/.bin/.safetensors); none = random")
+    backbone_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra timm create_model kwargs"
+    )
+    pretrained: str | None = Field(
+        None, description="local weights file (.pt/.pth/.bin/.safetensors); none = random"
+    )
     lambda_cam: float = Field(3.0, ge=0, description="camera embedding scale (0 disables it)")
     bio_head: bool = Field(False, description="ViT: last block + final norm as a separate biometric head")
     bnneck: bool = Field(False, description="BatchNorm neck before the ID classifier")
@@ -150,7 +165,9 @@ class RunConfig(_Section):
     name: str = "run"
     seed: int = 0
     output: str | None = Field(None, description="run folder (default W/runs/<name>)")
-    val_ids: float = Field(0.1, ge=0, lt=1, description="fraction of train identities held out for validation")
+    val_ids: float = Field(
+        0.1, ge=0, lt=1, description="fraction of train identities held out for validation"
+    )
     select_protocol: Literal["clothes_changing", "general"] = "clothes_changing"
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(1, ge=1)
@@ -160,7 +177,13 @@ class RunConfig(_Section):
     progress: bool = True
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     eval_batch_size: int = Field(128, ge=1)
-    stop_after_steps: int | None = Field(None, ge=1, description="debug: stop (as if killed) after this many steps")
+    stop_after_steps: int | None = Field(
+        None, ge=1, description="debug: stop (as if killed) after this many steps"
+    )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also write last.pt every this many steps (mid-epoch resume)"
+    )
+    debug_batches: bool = Field(False, description="debug: each rank writes its batches' image ids to debug/")
 
 
 class TrainConfig(_Section):
@@ -178,7 +201,9 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if "nbdetach" in self.losses.use and not self.text.non_bio:
-            raise ValueError("losses.use has 'nbdetach' but text.perspectives lists no non-biometric perspective")
+            raise ValueError(
+                "losses.use has 'nbdetach' but text.perspectives lists no non-biometric perspective"
+            )
         if ("triplet" in self.losses.use) and self.sampler.K < 2:
             raise ValueError("the triplet loss needs sampler.K >= 2 images per identity")
         return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,7 @@ class DifferModel(nn.Module):
         use_nbdetach: bool = True,
         grl_alpha: float = 1.0,
         grad_checkpointing: bool = False,
+        learnable_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -236,6 +238,12 @@ class DifferModel(nn.Module):
             if use_nbdetach and num_nonbio > 0 and text_dim
             else None
         )
+
+        # a learnable contrastive logit scale (stored as its log, like CLIP); None = the loss config's constant
+        if learnable_scale is not None and need_text:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(learnable_scale)))
+        else:
+            self.register_parameter("logit_scale", None)
 
     # ---- alpha schedule
     def set_grl_alpha(self, alpha: float) -> None:
@@ -309,6 +317,8 @@ class DifferModel(nn.Module):
             out["bio_proj"] = self.bio_proj(f_bio if f_bio is not None else f)
         if self.nb_heads is not None:
             out["nb_proj"] = torch.stack([head(f) for head in self.nb_heads], dim=1)
+        if self.logit_scale is not None:
+            out["logit_scale"] = self.logit_scale.exp()
         return out
 
 
@@ -335,6 +345,7 @@ def build_model(
         use_nbdetach="nbdetach" in use,
         grl_alpha=cfg.losses.grl_alpha,
         grad_checkpointing=mcfg.grad_checkpointing,
+        learnable_scale=cfg.losses.logit_scale if cfg.losses.learnable_scale else None,
     )
     return model
 

@@ -1,0 +1,249 @@
+"""Training data held in memory: images decoded once at the training size, text features in one tensor.
+
+DESIGN.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) and text features (``[B, 1+K, D]``)
+by index from tensors built once at start, then augments the batch as tensors (flip, pad + random crop, random
+erasing) with a generator seeded from ``(seed, rank, step)``, so a resumed run draws exactly the same
+augmentation as an uninterrupted one. No per-item disk reads, no worker processes.
+
+Validation: ``run.val_ids`` of the train identities (drawn with ``run.seed``) are held out of training; their
+images are split into query and gallery (alternating within each identity) and ranked with
+:func:`differ_core.evaluation.evaluate_ranking` under ``run.select_protocol``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from differ_core.config import AugmentationConfig, TrainConfig
+from differ_core.errors import DataError
+
+
+# --------------------------------------------------------------------------- decoding
+def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
+    """One image as ``uint8 [3, H, W]`` resized (bilinear) to ``size = (H, W)``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: cannot decode image ({exc}); fix or remove it and rebuild the manifest"
+        ) from None
+    return arr.transpose(2, 0, 1)
+
+
+def decode_images(paths: list[str], size: tuple[int, int], threads: int = 4) -> torch.Tensor:
+    """All ``paths`` decoded once into ``uint8 [N, 3, H, W]`` (PIL releases the GIL: threads help)."""
+    out = np.empty((len(paths), 3, size[0], size[1]), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        out[i] = decode_image(paths[i], size)
+
+    if threads > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(len(paths))))
+    else:
+        for i in range(len(paths)):
+            one(i)
+    return torch.from_numpy(out)
+
+
+# --------------------------------------------------------------------------- transforms
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """``uint8 [B, 3, H, W]`` → float, ``(x / 255 - mean) / std``."""
+    x = images.float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def augment(
+    images: torch.Tensor,
+    aug: AugmentationConfig,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Training transform of a ``uint8 [B, 3, H, W]`` batch: flip, zero pad + random crop, normalise, erasing.
+
+    Random erasing (Zhong et al.) fills a rectangle of 2–40 % of the area, aspect 0.3–3.3, with N(0, 1) noise in
+    normalised space (timm's ``mode='pixel'``). All draws come from ``generator`` (a CPU generator).
+    """
+    B, _, H, W = images.shape
+    g = generator
+    x = images
+    if aug.flip > 0:
+        flip = torch.rand(B, generator=g) < aug.flip
+        if bool(flip.any()):
+            x = x.clone()
+            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+    if aug.pad > 0 and aug.crop > 0:
+        p = aug.pad
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        do = torch.rand(B, generator=g) < aug.crop
+        oy = torch.randint(0, 2 * p + 1, (B,), generator=g)
+        ox = torch.randint(0, 2 * p + 1, (B,), generator=g)
+        oy = torch.where(do, oy, torch.full_like(oy, p))
+        ox = torch.where(do, ox, torch.full_like(ox, p))
+        x = torch.stack([padded[i, :, oy[i] : oy[i] + H, ox[i] : ox[i] + W] for i in range(B)])
+    x = normalize(x, mean, std)
+    if aug.erasing > 0:
+        erase = (torch.rand(B, generator=g) < aug.erasing).tolist()
+        for i in range(B):
+            if not erase[i]:
+                continue
+            for _ in range(10):
+                area = H * W * float(torch.empty(1).uniform_(0.02, 0.4, generator=g))
+                log_r = float(torch.empty(1).uniform_(np.log(0.3), np.log(1 / 0.3), generator=g))
+                h = int(round((area * np.exp(log_r)) ** 0.5))
+                w = int(round((area / np.exp(log_r)) ** 0.5))
+                if 0 < h < H and 0 < w < W:
+                    y0 = int(torch.randint(0, H - h + 1, (1,), generator=g))
+                    x0 = int(torch.randint(0, W - w + 1, (1,), generator=g))
+                    noise = torch.randn((x.shape[1], h, w), generator=g).to(x.device, x.dtype)
+                    x[i, :, y0 : y0 + h, x0 : x0 + w] = noise
+                    break
+    return x
+
+
+# --------------------------------------------------------------------------- text features
+def _features_from_file(path: str, image_ids: list[str], n_slots: int) -> torch.Tensor:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{p}: text.features_file not found")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{p}: cannot read text features with weights_only=True ({exc})") from None
+    if not isinstance(blob, dict) or "image_ids" not in blob or "features" not in blob:
+        raise DataError(f"{p}: expected a dict with 'image_ids' (list of str) and 'features' [N, 1+K, D]")
+    feats = torch.as_tensor(blob["features"]).float()
+    ids = [str(i) for i in blob["image_ids"]]
+    if feats.ndim != 3 or feats.shape[0] != len(ids):
+        raise DataError(
+            f"{p}: features must be [N, 1+K, D] with N = len(image_ids); got {tuple(feats.shape)}"
+        )
+    if feats.shape[1] != n_slots:
+        raise DataError(
+            f"{p}: features have {feats.shape[1]} perspective slots but text.perspectives lists {n_slots}"
+        )
+    pos = {iid: i for i, iid in enumerate(ids)}
+    missing = [iid for iid in image_ids if iid not in pos]
+    if missing:
+        raise DataError(
+            f"{p}: {len(missing)} training images have no text feature, e.g. {missing[:5]}; "
+            "regenerate the features file for this manifest"
+        )
+    return feats[torch.as_tensor([pos[i] for i in image_ids], dtype=torch.long)].contiguous()
+
+
+def load_features(cfg: TrainConfig, workdir: str | Path, rows: pd.DataFrame) -> torch.Tensor:
+    """``[len(rows), len(text.perspectives), D]`` text features in ``rows`` order (file or workspace)."""
+    perspectives = list(cfg.text.perspectives)
+    if cfg.text.features_file:
+        return _features_from_file(cfg.text.features_file, rows["image_id"].tolist(), len(perspectives))
+    from captions.feature_reader import load_text_features
+
+    feats = load_text_features(
+        workdir,
+        cfg.data.dataset,
+        cfg.text.encoder,
+        rows.reset_index(drop=True),
+        perspectives,
+        cfg.text.bio_source,
+    )
+    feats = torch.as_tensor(feats).float()
+    if feats.shape[:2] != (len(rows), len(perspectives)):
+        raise DataError(
+            f"text features for {cfg.data.dataset}/{cfg.text.encoder} have shape {tuple(feats.shape)}; expected "
+            f"[{len(rows)}, {len(perspectives)}, D]"
+        )
+    return feats.contiguous()
+
+
+# --------------------------------------------------------------------------- the training set
+@dataclass
+class TrainData:
+    """Everything a training run reads, in memory."""
+
+    images: torch.Tensor  # uint8 [N, 3, H, W] (training identities)
+    labels: torch.Tensor  # int64 [N] 0..num_classes-1
+    camids: torch.Tensor  # int64 [N]
+    texts: torch.Tensor | None  # float32 [N, 1+K, D]
+    image_ids: list[str]
+    num_classes: int
+    num_cameras: int
+    val: dict[str, Any] = field(default_factory=dict)  # images, pids, camids, clothes, is_query
+
+    @property
+    def text_dim(self) -> int | None:
+        return None if self.texts is None else int(self.texts.shape[-1])
+
+
+def split_val_ids(pids: list[int], fraction: float, seed: int) -> set[int]:
+    """The held-out identities: ``round(fraction * n)`` of the sorted train pids, drawn with ``seed``."""
+    uniq = sorted(set(int(p) for p in pids))
+    n = int(round(fraction * len(uniq)))
+    if fraction > 0:
+        n = max(n, 2)
+    if n >= len(uniq) - 1:
+        raise DataError(
+            f"run.val_ids={fraction} would hold out {n} of {len(uniq)} train identities; lower it"
+        )
+    rng = np.random.default_rng([seed, 0xA1])
+    return set(int(p) for p in rng.choice(uniq, n, replace=False)) if n else set()
+
+
+def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -> TrainData:
+    """Read the manifest, hold out validation identities, decode images once and gather the text features."""
+    from data_manifests.schema import load_manifest
+
+    manifest = load_manifest(workdir, cfg.data.dataset)
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    if train.empty:
+        raise DataError(f"{workdir}: the {cfg.data.dataset} manifest has no train rows")
+    num_cameras = int(manifest["camid"].max()) + 1
+    held = split_val_ids(train["pid"].tolist(), cfg.run.val_ids, cfg.run.seed)
+    is_val = train["pid"].isin(held)
+    tr = train[~is_val].reset_index(drop=True)
+    va = train[is_val].reset_index(drop=True)
+    relabel = {p: i for i, p in enumerate(sorted(tr["pid"].unique().tolist()))}
+    size = tuple(cfg.data.img_size)
+    texts = load_features(cfg, workdir, tr) if cfg.needs_text else None
+    rank_log(
+        f"decoding {len(tr)} train + {len(va)} validation images at {size[0]}x{size[1]} (once, in memory)"
+    )
+    images = decode_images(tr["path"].tolist(), size, cfg.data.decode_threads)
+    val: dict[str, Any] = {}
+    if len(va):
+        rng = np.random.default_rng([cfg.run.seed, 0xB2])
+        is_query = np.zeros(len(va), dtype=bool)
+        for _, idx in va.groupby("pid").indices.items():
+            order = rng.permutation(idx)
+            is_query[order[::2]] = True
+        val = {
+            "images": decode_images(va["path"].tolist(), size, cfg.data.decode_threads),
+            "pids": va["pid"].to_numpy(np.int64),
+            "camids": va["camid"].to_numpy(np.int64),
+            "clothes": va["clothes_id"].to_numpy(np.int64),
+            "is_query": is_query,
+            "image_ids": va["image_id"].tolist(),
+        }
+    return TrainData(
+        images=images,
+        labels=torch.tensor(tr["pid"].map(relabel).to_numpy(np.int64)),
+        camids=torch.tensor(tr["camid"].to_numpy(np.int64)),
+        texts=texts,
+        image_ids=tr["image_id"].tolist(),
+        num_classes=len(relabel),
+        num_cameras=num_cameras,
+        val=val,
+    )

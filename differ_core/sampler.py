@@ -1,0 +1,117 @@
+"""P identities × K images per batch, distributed-aware, reshuffled every epoch from ``(seed, epoch)``.
+
+Per epoch (all ranks compute the same global plan from ``(seed, epoch)``, so no communication is needed):
+
+1. each identity's images are shuffled and cut into chunks of K; an identity with fewer than K images is padded
+   by sampling its own images with replacement; a last partial chunk is dropped;
+2. batches are formed by repeatedly drawing P distinct identities that still have chunks (randomly) and taking
+   one chunk of each, until fewer than P identities remain;
+3. the global batch list is dealt round-robin to the ranks, and every rank keeps exactly epoch 0's per-rank
+   count (drop-last), so ranks see disjoint images, step in lockstep, and every epoch has the same number of
+   steps (how identities run out is random: a rank whose share of an epoch is a batch short repeats its own
+   first batch, never another rank's).
+
+The official code's sampler repeated the same order every epoch; here the epoch is part of the seed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class IdentityBatchSampler:
+    """Yields lists of dataset indices (one P×K batch each) for this rank; ``len()`` = batches per epoch."""
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        P: int,
+        K: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if P < 1 or K < 1:
+            raise ValueError(f"P and K must be >= 1 (got P={P}, K={K})")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.P, self.K, self.seed = int(P), int(K), int(seed)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, pid in enumerate(pids):
+            groups[int(pid)].append(i)
+        self.groups = {pid: np.asarray(idx, dtype=np.int64) for pid, idx in sorted(groups.items())}
+        if len(self.groups) < self.P:
+            raise ValueError(
+                f"sampler.P={self.P} identities per batch but the training set has only {len(self.groups)}"
+            )
+        self.epoch = 0
+        self.start_batch = 0  # batches of the current epoch already consumed (resume)
+        # steps per epoch are fixed to epoch 0's count (see the module docstring)
+        self._len = len(self._global_batches(0)) // self.num_replicas
+
+    # ---- plan
+    def _global_batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, 0x1D5])
+        chunks: dict[int, list[np.ndarray]] = {}
+        for pid, idx in self.groups.items():
+            if len(idx) < self.K:
+                idx = np.concatenate([rng.permutation(idx), rng.choice(idx, self.K - len(idx), replace=True)])
+            else:
+                idx = rng.permutation(idx)
+            n = len(idx) // self.K
+            chunks[pid] = [idx[j * self.K : (j + 1) * self.K] for j in range(n)]
+        available = [pid for pid in self.groups if chunks[pid]]
+        batches: list[np.ndarray] = []
+        while len(available) >= self.P:
+            chosen = rng.choice(len(available), self.P, replace=False)
+            batch = [chunks[available[c]].pop() for c in chosen]
+            batches.append(np.concatenate(batch))
+            available = [pid for pid in available if chunks[pid]]
+        return batches
+
+    def _plan(self, epoch: int) -> list[np.ndarray]:
+        mine = self._global_batches(epoch)[self.rank :: self.num_replicas]
+        if mine and len(mine) < self._len:
+            mine = [mine[i % len(mine)] for i in range(self._len)]
+        return mine[: self._len]
+
+    # ---- sampler protocol
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch (its own shuffle) and how many of its batches were already consumed."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._plan(self.epoch)[self.start_batch :]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same every epoch)."""
+        return self._len
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of ``epoch`` (for inspection and tests)."""
+        return [b.tolist() for b in self._plan(epoch)]
+
+    # ---- resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "start_batch": self.start_batch,
+            "P": self.P,
+            "K": self.K,
+            "num_replicas": self.num_replicas,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "P", "K"):
+            if int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"sampler state has {key}={state[key]} but this run uses {getattr(self, key)}"
+                )
+        self.set_epoch(int(state["epoch"]), int(state["start_batch"]))

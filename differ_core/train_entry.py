@@ -1,0 +1,32 @@
+"""Entry point for ``accelerate launch -m differ_core.train_entry --config F.yaml [key=value ...]``.
+
+Every process runs this; :func:`differ_core.training.train` finds its rank from accelerate's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``--config`` and overrides, train; a DifferError prints one line and exits 2."""
+    p = argparse.ArgumentParser(prog="differ_core.train_entry", description=__doc__)
+    p.add_argument("--config", required=True, help="training YAML (base: overlays allowed)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
+    args = p.parse_args(argv)
+    from differ_core.config import load_config
+    from differ_core.errors import DifferError
+
+    try:
+        from differ_core.training import train
+
+        train(load_config(args.config, args.overrides))
+    except DifferError as exc:
+        print(f"differ train: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
