@@ -157,7 +157,7 @@ def make_manifest_report(
 
 def _write_attributes(df: pd.DataFrame, target: Path, writer: Any) -> Path:
     """Copy the generated folder's attribute table (rows of the manifest's images, manifest order)."""
-    from data_manifests.synthcc.generate import load_attributes
+    from data_manifests.synthcc.generator import load_attributes
 
     attrs = load_attributes(Path(df.attrs["synthcc"]["folder"]))
     missing = sorted(set(df["image_id"]) - set(attrs["image_id"]))

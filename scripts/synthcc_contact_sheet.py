@@ -20,7 +20,7 @@ def contact_sheet(folder: Path, n_ids: int, zoom: int = 2):  # -> PIL.Image.Imag
     """One row per test identity: for each outfit, one image per camera (query and gallery)."""
     from PIL import Image, ImageDraw
 
-    from data_manifests.synthcc.generate import load_attributes
+    from data_manifests.synthcc.generator import load_attributes
 
     attrs = load_attributes(folder)
     test = attrs[~attrs["image_id"].str.startswith("train/")]
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from data_manifests.synthcc.config import resolve_config
-    from data_manifests.synthcc.generate import generate
+    from data_manifests.synthcc.generator import generate
 
     with tempfile.TemporaryDirectory(prefix="synthcc-sheet-") as tmp:
         result = generate(args.root or tmp, resolve_config(args.size), args.seed)

@@ -59,8 +59,8 @@ _EXPORTS = {
     "GENERATOR_VERSION": "data_manifests.synthcc.config",
     "resolve_config": "data_manifests.synthcc.config",
     "ATTRIBUTE_COLUMNS": "data_manifests.synthcc.attributes",
-    "generate": "data_manifests.synthcc.generate",
-    "load_attributes": "data_manifests.synthcc.generate",
+    "generate": "data_manifests.synthcc.generator",
+    "load_attributes": "data_manifests.synthcc.generator",
     "build": "data_manifests.synthcc.dataset",
 }
 
