@@ -4,7 +4,8 @@
 over the batch's cosine similarities times a logit scale (1 in the paper): the text of the image's own row is the
 positive. Rows of a batch often carry *identical* text (the same identity's summary, or two images with the same
 caption); treating an identical text as a negative would push the image away from its own description, so every
-row whose text feature equals the positive's is a positive too (multi-positive soft targets, uniform over them).
+row whose text feature equals the positive's is a positive too: the loss is ``-log`` of the softmax mass on all
+positives (plain cross-entropy when the batch's texts are distinct).
 
 NBDetach indexes the *perspective* dimension (``nb_proj[:, k]`` against ``text[:, 1 + k]``), not the batch (the
 official code's bug); its gradient reversal lives in the model (:class:`differ_core.model.NBDetachHead`).
@@ -63,13 +64,15 @@ def image_text_contrastive(
     """Image→text cross-entropy over the batch's cosine similarities × ``logit_scale``.
 
     ``img``: projected image features [B, D]; ``texts``: the rows' text features [B, D]. Identical texts are all
-    positives (uniform soft target). Returns ``(loss, accuracy)``: accuracy = the most similar text is a positive.
+    positives: the loss is ``-log`` of the softmax mass on them. Returns ``(loss, accuracy)``: accuracy = the most similar text is a positive.
     """
     logits = F.normalize(img.float(), dim=1) @ F.normalize(texts.float(), dim=1).t()
     logits = logits * logit_scale
     pos = positive_mask(texts)
-    target = pos.float() / pos.sum(1, keepdim=True)
-    loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    # -log of the softmax mass on the positives (= plain cross-entropy when every text is distinct)
+    loss = (
+        torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+    ).mean()
     acc = pos.gather(1, logits.argmax(1, keepdim=True)).float().mean().detach()
     return loss, acc
 

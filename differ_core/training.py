@@ -120,7 +120,7 @@ def validate(
     when no query has a clothes-changing match. Returns rank1/rank5/mAP/num_valid_query/protocol."""
     from differ_core.evaluation import FeatureDistance, evaluate_ranking
 
-    feats = extract(model, val["images"], torch.as_tensor(val["camids"]), mean, std, device,
+    feats = extract(model, val["images"], torch.tensor(val["camids"]), mean, std, device,
                     cfg.run.eval_batch_size, autocast)  # fmt: skip
     q = val["is_query"]
     g = ~q
