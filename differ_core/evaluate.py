@@ -59,6 +59,8 @@ def select_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None)
         c = Path(checkpoint).expanduser()
         if not c.is_absolute() and not c.exists():
             c = run_dir / "checkpoints" / c
+            if not c.suffix:
+                c = c.with_suffix(".pt")
         if not c.is_file():
             raise DifferError(f"{c}: checkpoint not found")
         return c, _selection_of(c)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def compute_ap_cmc(index: np.ndarray, good_index: np.ndarray, junk_index: np.ndarray) -> tuple[float, np.ndarray]:
+def compute_ap_cmc(
+    index: np.ndarray, good_index: np.ndarray, junk_index: np.ndarray
+) -> tuple[float, np.ndarray]:
     """AP and CMC of one ranked gallery ``index`` (CAL's function, unchanged)."""
     ap = 0.0
     cmc = np.zeros(len(index))

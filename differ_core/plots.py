@@ -88,53 +88,72 @@ def _thumb(path: str, faded: bool = False) -> np.ndarray:
     return a
 
 
-def _frame(ax: Any, colour: str, width: float = 4.0) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for sp in ax.spines.values():
-        sp.set_edgecolor(colour)
-        sp.set_linewidth(width)
+def _hex(colour: str) -> np.ndarray:
+    c = colour.lstrip("#")
+    return np.array([int(c[i : i + 2], 16) for i in (0, 2, 4)], np.float32) / 255.0
+
+
+def _save(fig: Any, out: str | Path, dpi: int) -> Path:
+    from differ_core.io import atomic_path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 2})
+    return out
 
 
 def _draw_rows(
     rows: Sequence[RankedRow], out: str | Path, title: str | None, row_titles: Sequence[str] | None
 ):
+    """All thumbnails pasted into one canvas (one Axes: fast to draw), text placed in pixel coordinates."""
     plt = _plt()
+    dpi, border, gap = 100, 4, 22
+    th, tw = THUMB
+    cw, ch = tw + 2 * border, th + 2 * border
+    top, above, below, left = (34 if title else 8), 16, 30, 26
     k = max(len(r.paths) for r in rows)
-    fig, axes = plt.subplots(
-        len(rows), k + 1, figsize=(1.05 * (k + 1) + 0.6, 2.35 * len(rows)), squeeze=False
-    )
-    for ri, r in enumerate(rows):
-        ax = axes[ri, 0]
-        ax.imshow(_thumb(r.query_path))
-        _frame(ax, "#1f3b8f", 3.0)
-        head = "query" if not row_titles else row_titles[ri]
-        ax.set_title(head, fontsize=7, fontweight="bold")
-        ax.set_xlabel(r.query_label, fontsize=5.5)
-        if r.caption:
-            ax.set_ylabel(r.caption, fontsize=6.5)
-        for j in range(k):
-            ax = axes[ri, j + 1]
-            if j >= len(r.paths):
-                ax.axis("off")
-                continue
-            lab = int(r.labels[j])
-            ax.imshow(_thumb(r.paths[j], faded=lab == 0))
-            _frame(ax, GOOD if lab == 1 else WRONG if lab == -1 else JUNK, 4.0 if lab != 0 else 2.5)
-            ax.set_title(f"{j + 1}" + (" junk" if lab == 0 else ""), fontsize=6.5,
-                         color=GOOD if lab == 1 else WRONG if lab == -1 else JUNK)  # fmt: skip
-            ax.set_xlabel(f"{r.names[j]}\n{r.distances[j]:.3f}", fontsize=5.5)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from differ_core.io import atomic_path
+    pitch_x, pitch_y = cw + gap, above + ch + below
+    width = left + (k + 1) * pitch_x + 12  # the query, a gap, then the ranked list
+    height = top + len(rows) * pitch_y
+    canvas = np.ones((height, width, 3), np.float32)
+    texts: list[tuple[float, float, str, dict[str, Any]]] = []
 
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    def paste(x0: int, y0: int, img: np.ndarray, colour: str) -> None:
+        canvas[y0 : y0 + ch, x0 : x0 + cw] = _hex(colour)
+        canvas[y0 + border : y0 + border + th, x0 + border : x0 + border + tw] = img
+
+    for ri, r in enumerate(rows):
+        y0 = top + ri * pitch_y + above
+        paste(left, y0, _thumb(r.query_path), "#1f3b8f")
+        head = "query" if not row_titles else row_titles[ri]
+        texts.append((left + cw / 2, y0 - 3, head, dict(va="bottom", fontsize=7, fontweight="bold")))
+        texts.append((left + cw / 2, y0 + ch + 3, r.query_label, dict(va="top", fontsize=5.5)))
+        if r.caption:
+            texts.append((left - 6, y0 + ch / 2, r.caption, dict(va="center", fontsize=6.5, rotation=90)))
+        for j in range(len(r.paths)):
+            x0 = left + (j + 1) * pitch_x + 12
+            lab = int(r.labels[j])
+            colour = GOOD if lab == 1 else WRONG if lab == -1 else JUNK
+            paste(x0, y0, _thumb(r.paths[j], faded=lab == 0), colour)
+            texts.append((x0 + cw / 2, y0 - 3, f"{j + 1}" + (" junk" if lab == 0 else ""),
+                          dict(va="bottom", fontsize=6.5, color=colour)))  # fmt: skip
+            texts.append((x0 + cw / 2, y0 + ch + 3, f"{r.names[j]}\n{r.distances[j]:.3f}",
+                          dict(va="top", fontsize=5.5, linespacing=1.1)))  # fmt: skip
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    for x, y, txt, kw in texts:
+        ax.text(x, y, txt, ha="center", **kw)
+    if title:
+        ax.text(width / 2, 8, title, ha="center", va="top", fontsize=9)
+    try:
+        return _save(fig, out, dpi)
+    finally:
+        plt.close(fig)
 
 
 def plot_ranked_lists(rows: Sequence[RankedRow], out: str | Path, title: str | None = None) -> Path:
@@ -188,11 +207,7 @@ def plot_cmc(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from differ_core.io import atomic_path
-
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    try:
+        return _save(fig, out, 110)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,106 @@
+"""`differ evaluate --run R | --checkpoint C --dataset D [--rerank] [--flip] [--plots N] [--compare RUN2]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--run", help="run name under W/runs, or a run folder (uses checkpoints/best.pt, else last.pt)"
+    )
+    src.add_argument("--checkpoint", help="a checkpoint file (needs --dataset)")
+    p.add_argument("--dataset", help="dataset whose manifest to evaluate on (with --checkpoint)")
+    p.add_argument(
+        "--use", dest="which", default=None, help="with --run: a checkpoint name or file (e.g. last.pt)"
+    )
+    p.add_argument("--out", default=None, help="with --checkpoint: output folder (default: its run folder)")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    p.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    p.add_argument(
+        "--single-shot", action="store_true", help="also the 10-trial single-shot protocols (PRCC)"
+    )
+    p.add_argument("--plots", type=int, default=0, metavar="N", help="ranked lists of N random queries + CMC")
+    p.add_argument(
+        "--query", action="append", default=None, help="image/track id of a query to draw (repeatable)"
+    )
+    p.add_argument(
+        "--compare", default=None, metavar="RUN2", help="a second run: both tables + side-by-side plots"
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: auto)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="with --checkpoint: seed of single-shot trials and plots"
+    )
+
+
+def _table(metrics: dict, title: str, other: dict | None = None):
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("protocol")
+    for col in ("Rank-1", "Rank-5", "Rank-10", "mAP", "queries"):
+        t.add_column(col, justify="right")
+    for name, v in metrics["protocols"].items():
+        cells = []
+        for k in ("rank1", "rank5", "rank10", "mAP"):
+            s = f"{100 * v[k]:.1f}"
+            if other is not None and name in other["protocols"]:
+                d = 100 * (v[k] - other["protocols"][name][k])
+                s += f" ({d:+.1f})"
+            cells.append(s)
+        t.add_row(name, *cells, f"{v['num_valid_query']}/{v['num_query']}")
+    for name in metrics.get("skipped") or {}:
+        t.add_row(name, "—", "—", "—", "—", "skipped")
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from differ_core.errors import DifferError
+    from differ_core.evaluate import compare_pictures, evaluate_checkpoint, evaluate_run, resolve_run
+
+    common = dict(
+        rerank=args.rerank, flip=args.flip, plots=args.plots, single_shot=args.single_shot, rerank_k1=args.k1,
+        rerank_k2=args.k2, rerank_lambda=args.lam, device=args.device, plot_queries=args.query,
+        return_evaluation=True,
+    )  # fmt: skip
+    if args.run:
+        if args.dataset or args.out:
+            raise DifferError("--dataset/--out go with --checkpoint; a run knows its dataset and folder")
+        run_dir = resolve_run(args.run, args.workdir)
+        ev = evaluate_run(run_dir, checkpoint=args.which, batch_size=args.batch_size, **common)
+    else:
+        if not args.dataset:
+            raise DifferError("--checkpoint needs --dataset (e.g. --dataset ltcc)")
+        ev = evaluate_checkpoint(
+            args.checkpoint, args.dataset, args.workdir, out_dir=args.out, batch_size=args.batch_size or 128,
+            seed=args.seed, **common,
+        )  # fmt: skip
+    m = ev.metrics
+    console = Console(width=130) if args.compare else Console()
+    other = None
+    if args.compare:
+        run2 = resolve_run(args.compare, args.workdir)
+        common2 = {**common, "plots": 0, "plot_queries": None}
+        other_ev = evaluate_run(run2, batch_size=args.batch_size, write=False, **common2)
+        other = other_ev.metrics
+        files = compare_pictures(other_ev, ev, ev.out_dir / "plots", n=args.plots or 4, seed=m["seed"],
+                                 labels=(other["run"], m["run"]))  # fmt: skip
+        console.print(
+            _table(
+                other, f"{other['dataset']} — {other['run']} ({other['selection']}, epoch {other['epoch']})"
+            )
+        )
+        ev.files.update(files)
+    extras = [s for s, on in (("flip", m["flip"]), ("re-ranking", bool(m["rerank"]))) if on]
+    title = f"{m['dataset']} — {m['run']} ({m['selection']}, epoch {m['epoch']}{', ' + ', '.join(extras) if extras else ''})"
+    console.print(_table(m, title + (f"; ± vs {other['run']}" if other else ""), other))
+    for name, path in ev.files.items():
+        console.print(f"[bold]{name}[/bold]: {path}")
+    return 0
