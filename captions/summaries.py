@@ -168,6 +168,7 @@ def summarize_dataset(
     summarizer: str = "extractive",
     device: str | None = None,
     lock_timeout: float = -1,
+    max_new_tokens: int = 48,
 ) -> Path:
     """Write ``W/captions/<ds>/_summaries.parquet``: one row per training identity with biometric captions.
 
@@ -187,7 +188,7 @@ def summarize_dataset(
         engine: HFSummarizer | None = None
         name, fp = "extractive", "extractive-v1"
     elif kind == "hf" and loc:
-        engine = HFSummarizer(loc, device=device)
+        engine = HFSummarizer(loc, max_new_tokens=max_new_tokens, device=device)
         name, fp = engine.name, engine.fingerprint
     else:
         raise ConfigError(f"unknown summarizer {summarizer!r}; use extractive or hf:<local causal LM dir>")

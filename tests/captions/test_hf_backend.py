@@ -1,0 +1,146 @@
+"""The hf:<dir> backend on a tiny LLaVA saved to disk, loaded through the same path as a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import yaml
+from caption_helpers import make_workspace
+from PIL import Image
+
+from captions import caption_dataset, read_current_captions
+from captions.backends import make_captioner, model_dir_fingerprint
+from captions.backends.hf import HFCaptioner
+from captions.perspectives import PERSPECTIVES
+from captions.prompts import DEFAULT_PROMPTS, load_prompts
+from differ_core.errors import ConfigError, DifferError
+
+# short answers keep the random-weight model fast (it never stops early); the prompts are the real ones
+SPECS = {p: replace(s, max_new_tokens=5) for p, s in load_prompts().items()}
+
+
+def _short_prompts(tmp_path):
+    spec = yaml.safe_load(DEFAULT_PROMPTS.read_text())
+    for item in spec["perspectives"]:
+        item["max_new_tokens"] = 4
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (16 + 6 * i, 40 - 2 * i), ((50 * i) % 256, 120, 30 * i % 256)) for i in range(n)]
+
+
+def test_batched_left_padded_generation_matches_one_by_one(tiny_llava):
+    cap = make_captioner(f"hf:{tiny_llava}")
+    assert isinstance(cap, HFCaptioner) and cap.name == f"hf:{tiny_llava.name}" and cap.needs_images
+    processor, model = cap.load()
+    assert processor.tokenizer.padding_side == "left" and not model.training
+    assert str(model.device) == "cpu" and str(model.dtype) == "torch.float32"
+    images = _images(4)
+    for p in ("hairstyle", "biometrics"):
+        batched = cap.caption(images, SPECS[p])
+        single = [cap.caption([im], SPECS[p])[0] for im in images]
+        assert batched == single
+        assert all(isinstance(t, str) and t and t == t.strip() and "\n" not in t for t in batched)
+    # prompts of different lengths in one batch need real left padding: check the processor output
+    conv = [
+        [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": t}]}]
+        for im, t in zip(images[:2], ("Hair?", "Describe the clothing in detail please."), strict=True)
+    ]
+    enc = processor.apply_chat_template(
+        conv, add_generation_prompt=True, tokenize=True, return_dict=True, processor_kwargs={"padding": True}
+    )
+    assert enc["attention_mask"][0][0] == 0 and enc["attention_mask"][0][-1] == 1
+
+
+def test_chat_template_puts_the_image_before_the_question(tiny_llava):
+    processor, _ = HFCaptioner(str(tiny_llava)).load()
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": SPECS["pose"].prompt}]}]
+    text = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+    assert text.index("<image>") < text.index(SPECS["pose"].prompt[:20])
+
+
+def test_out_of_memory_halves_the_batch(tiny_llava, monkeypatch):
+    import torch
+
+    cap = HFCaptioner(str(tiny_llava))
+    images = _images(4)
+    expected = cap.caption(images, SPECS["pose"])
+    real = cap._generate
+    sizes = []
+
+    def oom_above_one(batch, spec):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(batch, spec)
+
+    monkeypatch.setattr(cap, "_generate", oom_above_one)
+    assert cap.caption(images, SPECS["pose"]) == expected
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+
+    def always_oom(batch, spec):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(cap, "_generate", always_oom)
+    with pytest.raises(DifferError, match="out of memory on a single image"):
+        cap.caption(images[:2], SPECS["pose"])
+
+
+def test_caption_dataset_end_to_end_with_the_tiny_llava(tiny_llava, tmp_path):
+    w = make_workspace(tmp_path / "w", n_ids=2, per_id=2, dataset="ltcc")
+    spec = f"hf:{tiny_llava}"
+    prompts = _short_prompts(tmp_path)
+    r = caption_dataset(w, "ltcc", captioner=spec, batch_size=3, prompts=prompts)
+    assert r.generated == dict.fromkeys(PERSPECTIVES, 4) and r.captioner == f"hf:{tiny_llava.name}"
+    df = pd.read_parquet(w / "captions" / "ltcc")
+    assert len(df) == 24 and df["caption"].map(lambda t: isinstance(t, str)).all()
+    assert set(df["model_fingerprint"]) == {model_dir_fingerprint(tiny_llava)}
+    assert caption_dataset(w, "ltcc", captioner=spec, prompts=prompts).generated == dict.fromkeys(
+        PERSPECTIVES, 0
+    )
+    cur = read_current_captions(w, "ltcc", ["clothing"])
+    assert len(cur) == 4
+    current = json.loads((w / "captions" / "ltcc" / "_current.json").read_text())
+    assert current["clothing"]["captioner"] == f"hf:{tiny_llava.name}"
+
+
+def test_model_folder_errors_are_one_line_before_any_work(tiny_lm, tmp_path):
+    with pytest.raises(ConfigError, match="model folder not found") as err:
+        make_captioner(f"hf:{tmp_path / 'missing'}")
+    assert "\n" not in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        make_captioner(f"hf:{tmp_path / 'empty'}")
+    with pytest.raises(ConfigError, match="not an image-text-to-text model"):
+        make_captioner(f"hf:{tiny_lm}")
+    with pytest.raises(ConfigError, match="needs a local model folder"):
+        make_captioner("hf:")
+
+
+def test_vllm_is_optional_with_a_clear_error(tiny_llava):
+    pytest.importorskip("PIL")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(DifferError, match=r'pip install -e "\.\[vllm\]"'):
+            make_captioner(f"vllm:{tiny_llava}")
+    else:  # pragma: no cover - only where vLLM is installed
+        assert make_captioner(f"vllm:{tiny_llava}").name == f"vllm:{tiny_llava.name}"
+
+
+def test_fingerprint_identifies_weights_without_loading(tiny_llava, tmp_path):
+    import shutil
+
+    copy = tmp_path / tiny_llava.name
+    shutil.copytree(tiny_llava, copy)
+    assert model_dir_fingerprint(copy) == model_dir_fingerprint(tiny_llava)
+    cfg = json.loads((copy / "generation_config.json").read_text())
+    cfg["max_length"] = 77
+    (copy / "generation_config.json").write_text(json.dumps(cfg))
+    assert model_dir_fingerprint(copy) != model_dir_fingerprint(tiny_llava)
