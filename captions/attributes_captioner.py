@@ -22,7 +22,7 @@ from differ_core.workspace import Workspace
 if TYPE_CHECKING:
     from captions.prompts import PerspectiveSpec
 
-TEMPLATES_VERSION = 2  # bump when a template changes: the captions are regenerated
+TEMPLATES_VERSION = 3  # bump when a template changes: the captions are regenerated
 SYNTHCC = "synthcc"
 
 # perspective -> attribute columns it describes (the SynthCC attribute table contract)
@@ -62,7 +62,7 @@ PHRASES: dict[str, tuple[str, ...]] = {
     "stride": ("a {} stride", "a {} gait"),
     "arm_swing": ("{} arm swing", "arms swinging {}"),
     "prop": ("holding a {}", "with a {} in hand"),
-    "background": ("a {} background", "in front of a {} background"),
+    "background": ("a {} background", "a {} backdrop"),
     "lighting": ("{} lighting", "{} light"),
     "blur": ("{} blur", "a {} level of blur"),
     "scale": ("{} in the frame", "appearing {} in the image"),
@@ -165,8 +165,11 @@ def render(
 
 
 def _phrase(col: str, value: str, variant: int) -> str:
+    if value.lower() in ABSENT:  # e.g. blur "none" -> "no blur"
+        return f"no {col.replace('_', ' ')}"
     options = PHRASES[col]
-    return options[variant % len(options)].format(value)
+    text = options[variant % len(options)].format(value)
+    return re.sub(r"\b(\w+) \1\b", r"\1", text)  # "long sleeves sleeves" -> "long sleeves"
 
 
 def _pieces(perspective: str, v: dict[str, str | None], variant: int) -> list[str]:
@@ -180,7 +183,7 @@ def _pieces(perspective: str, v: dict[str, str | None], variant: int) -> list[st
         head = f"a {subject} person"
         if not rest:
             return [head]
-        return [f"{head} with {_join(rest)}" if variant == 0 else f"{head}, {_join(rest)}"]
+        return [f"{head} with {_join(rest)}"]
     if perspective == "clothing":
         out = []
         top = v.get("top_colour")

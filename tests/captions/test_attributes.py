@@ -131,3 +131,25 @@ def test_missing_table_other_dataset_and_bad_columns(tmp_path):
         caption_dataset(w3, "synthcc")
     with pytest.raises(ConfigError, match="noise"):
         caption_dataset(w, "synthcc", captioner="hf:/nowhere", noise=0.1)
+
+
+def test_attributes_captioner_on_the_generated_tiny_synthcc(tmp_path):
+    registry = pytest.importorskip("data_manifests.registry")
+    w = tmp_path / "w"
+    registry.make_manifest(w, "synthcc", None, size="tiny")
+    report = caption_dataset(w, "synthcc")
+    ws = Workspace.at(w)
+    manifest = pd.read_parquet(ws.manifest("synthcc"))
+    n_train = int((manifest["split"] == "train").sum())
+    assert report.generated == dict.fromkeys(PERSPECTIVES, n_train)
+    df = pd.read_parquet(ws.captions_dir("synthcc"))
+    assert df.groupby("perspective", observed=True)["image_id"].nunique().to_dict() == dict.fromkeys(
+        PERSPECTIVES, n_train
+    )
+    attrs = pd.read_parquet(ws.attributes("synthcc")).set_index("image_id")
+    for r in df.itertuples():
+        row = attrs.loc[r.image_id]
+        for col in PERSPECTIVE_COLUMNS[r.perspective]:
+            value = str(row[col]).replace("_", " ").lower()
+            if value not in ("none", "no"):
+                assert value in r.caption.lower(), (r.perspective, col, value, r.caption)
