@@ -1,0 +1,75 @@
+"""`differ train --config F [key=value ...] [--processes N] [--num-machines M --machine-rank R --main-process-ip IP]`.
+
+One process trains in this process; more go through ``accelerate launch`` (gloo on CPU, NCCL on GPUs). On several
+machines run the same command on each with its ``--machine-rank``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", default="configs/synthcc.yaml", help="training YAML (default configs/synthcc.yaml)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-4")
+    p.add_argument("--processes", type=int, default=1, help="processes per machine (GPUs; CPU runs use gloo)")
+    p.add_argument("--num-machines", type=int, default=1, help="machines taking part")
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 = main)")
+    p.add_argument("--main-process-ip", default=None, help="address of the rank-0 machine")
+    p.add_argument("--main-process-port", type=int, default=None, help="port of the rank-0 machine")
+
+
+def _resolve_config(path: str):
+    from pathlib import Path
+
+    from differ_core.errors import ConfigError
+    from flows.config import REPO_ROOT
+
+    p = Path(path).expanduser()
+    for cand in (p, Path.cwd() / p, REPO_ROOT / p):
+        if cand.exists():
+            return cand.resolve()
+    raise ConfigError(f"{path}: no such training config (looked in the cwd and {REPO_ROOT})")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from differ_core.config import load_config
+    from differ_core.io import write_text_atomic
+
+    cfg_path = _resolve_config(args.config)
+    overrides = list(args.overrides)
+    if not any(o.split("=", 1)[0].strip() == "data.workdir" for o in overrides):
+        base = load_config(cfg_path, overrides)
+        if base.data.workdir is None:
+            overrides.insert(0, f"data.workdir={args.workdir}")
+    cfg = load_config(cfg_path, overrides)
+    total = args.processes * args.num_machines
+    if total <= 1:
+        from differ_core.training import train
+
+        run_dir = train(cfg)
+    else:
+        from differ_core.training import run_dir_for
+        from flows.launch import accelerate_command, run_streaming
+
+        run_dir = run_dir_for(cfg)
+        cfg_file = run_dir / "launch_config.yaml"
+        write_text_atomic(cfg_file, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        cmd, env = accelerate_command(
+            cfg_file,
+            args.processes,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            main_process_ip=args.main_process_ip,
+            main_process_port=args.main_process_port,
+        )
+        print("launching: " + " ".join(cmd), flush=True)
+        run_streaming(cmd, env=env)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    print(f"run folder: {run_dir}")
+    print(f"checkpoint: {ckpt if ckpt.exists() else 'none (stopped before the first checkpoint)'}")
+    return 0
