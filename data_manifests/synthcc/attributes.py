@@ -233,7 +233,7 @@ def sample_identities(cfg: SynthConfig, seed: int) -> list[Identity]:
             ),
             "height": 0.91 + (HEIGHTS[words["height"]] - 0.91 + jitter[6] * 0.012) * s,
             "shoulder": 1.0 + ((shoulder - 1.0) + (-0.12 if female else 0.06) + jitter[7] * 0.04) * s,
-            "waist": 1.0 + ((waist - 1.0) + (0.0 if female else 0.0) + jitter[8] * 0.04) * s,
+            "waist": 1.0 + ((waist - 1.0) + jitter[8] * 0.04) * s,
             "hips": 1.0 + ((0.14 if female else -0.06) + (waist - 1.0) * 0.6 + jitter[9] * 0.03) * s,
             "leg_ratio": 0.5 + (jitter[10] * 0.018) * s,
             "head_ratio": 0.142 + (head_ratio - 0.142 + jitter[11] * 0.005) * s,

@@ -84,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(report.skipped)} unreadable image(s): {shown}{more}")
     if info.generated:
         meta = df.attrs.get("synthcc", {})
-        how = "generated" if report.generated else "reused"
-        print(f"SynthCC images {how} in {meta.get('folder')} (seed {meta.get('seed')})")
+        how = f"generated in {meta.get('seconds', 0):.1f} s" if report.generated else "reused"
+        print(
+            f"SynthCC: {meta.get('num_images', 0):,} images {how}: {meta.get('folder')} (seed {meta.get('seed')})"
+        )
         print(f"attributes: {report.attributes}")
     print(f"wrote {report.path} ({len(df):,} rows) in {report.seconds:.1f} s")
     return 0

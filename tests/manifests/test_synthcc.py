@@ -121,8 +121,11 @@ def test_same_settings_reuse_the_folder_and_others_regenerate(tiny, capsys):
     folder = w / "data" / "SynthCC"
     before = _digest(folder)
     mtime = (folder / "synthcc.json").stat().st_mtime_ns
+    written = _digest(w / "manifests")
     again = make_manifest_report(w, "synthcc", None, size="tiny", seed=3)
     assert again.generated is False and (folder / "synthcc.json").stat().st_mtime_ns == mtime
+    # byte-identical manifest and attributes, so downstream caches keyed on their hashes hold
+    assert _digest(w / "manifests") == written
     pd.testing.assert_frame_equal(again.manifest, report.manifest)
 
     rc = main(
