@@ -10,6 +10,9 @@ from typing import Any
 
 _EXPORTS = {
     "PERSPECTIVES": "captions.perspectives",
+    "load_prompts": "captions.prompts",
+    "PerspectiveSpec": "captions.prompts",
+    "make_captioner": "captions.backends",
     "caption_dataset": "captions.writer",
     "CaptionReport": "captions.writer",
     "read_current_captions": "captions.table",

@@ -129,6 +129,28 @@ def write_part(folder: Path, rows: list[dict[str, Any]]) -> Path:
     return write_table_atomic(table, folder / _part_name())
 
 
+def compact_parts(folder: Path, threshold: int = 256) -> int:
+    """Merge a perspective's parts into one when there are more than ``threshold`` (call under its lock).
+
+    The merged part is written atomically before the old ones are removed, so a crash in between leaves
+    duplicate rows (which readers resolve) but never loses one. Returns the number of parts merged.
+    """
+    import pyarrow.dataset as pads
+
+    from captions.table import part_files, part_schema
+    from differ_core.io import write_table_atomic
+
+    files = part_files(folder)
+    if len(files) <= max(threshold, 1):
+        return 0
+    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table()
+    table = table.sort_by([("created_at", "ascending"), ("image_id", "ascending")])
+    write_table_atomic(table, folder / _part_name())
+    for f in files:
+        f.unlink(missing_ok=True)
+    return len(files)
+
+
 def caption_dataset(
     workdir: str | os.PathLike | None,
     dataset: str,
@@ -146,6 +168,7 @@ def caption_dataset(
     lock_timeout: float = -1,
     show_progress: bool | None = None,
     backend: Captioner | None = None,
+    compact_threshold: int = 256,
 ) -> CaptionReport:
     """Caption the missing (image, perspective) rows of ``dataset`` and update ``_current.json``.
 
@@ -153,7 +176,8 @@ def caption_dataset(
     ``progress``: called with the done fraction after each batch; ``on_bad_image``: "error" raises DataError
     naming the first image that failed to open after captioning all the others, "skip" only reports them
     (both write an error row, never current, so a rerun retries the image); ``backend``: an already built
-    captioner object (tests, benchmarks). Returns a CaptionReport.
+    captioner object (tests, benchmarks); ``compact_threshold``: a perspective with more parts than this is
+    merged into one part at the end of the run. Returns a CaptionReport.
     """
     from captions.backends import make_captioner
     from captions.prompts import load_prompts
@@ -193,6 +217,8 @@ def caption_dataset(
         for p in wanted:
             clean_stale_temps(ws.perspective_dir(dataset, p))
         report = _caption_locked(ws, dataset, wanted, specs, target, cap, batch_size, progress, show_progress)
+        for p in wanted:
+            compact_parts(ws.perspective_dir(dataset, p), compact_threshold)
         report.fingerprints, report.total = _update_current(ws, dataset, wanted, specs, cap, lock_timeout)
     if report.errors and on_bad_image == "error":
         path, reason = report.errors[0]

@@ -63,6 +63,7 @@ class HFCaptioner:
         self.path: Path = check_model_dir(f"hf:{model_dir}", model_dir, kind="vlm")
         self.trust_remote_code = trust_remote_code
         self._device = device
+        self.max_batch = 0  # 0 = no limit; lowered after a GPU out-of-memory
         self.name = f"hf:{self.path.resolve().name}"
         self.fingerprint = model_dir_fingerprint(self.path)
 
@@ -104,9 +105,18 @@ class HFCaptioner:
     def caption(
         self, images: list[Image.Image] | None, spec: PerspectiveSpec, image_ids: list[str] | None = None
     ) -> list[str]:
-        """One caption per image for ``spec``'s prompt; halves the batch on GPU out-of-memory."""
+        """One caption per image for ``spec``'s prompt.
+
+        A GPU out-of-memory halves the batch, retries, and keeps the smaller size for the following calls.
+        """
         if not images:
             return []
+        if self.max_batch and len(images) > self.max_batch:
+            step = self.max_batch
+            out: list[str] = []
+            for s in range(0, len(images), step):
+                out += self.caption(images[s : s + step], spec)
+            return out
         try:
             return self._generate(images, spec)
         except Exception as exc:
@@ -120,8 +130,8 @@ class HFCaptioner:
                 raise DifferError(
                     f"{self.path}: out of memory on a single image; lower max_new_tokens or use a smaller model"
                 ) from exc
-            half = len(images) // 2
-            return self.caption(images[:half], spec) + self.caption(images[half:], spec)
+            self.max_batch = len(images) // 2
+            return self.caption(images, spec)
 
     def _generate(self, images: list[Image.Image], spec: PerspectiveSpec) -> list[str]:
         import torch

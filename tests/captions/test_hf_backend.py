@@ -52,10 +52,16 @@ def test_batched_left_padded_generation_matches_one_by_one(tiny_llava):
         [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": t}]}]
         for im, t in zip(images[:2], ("Hair?", "Describe the clothing in detail please."), strict=True)
     ]
-    enc = processor.apply_chat_template(
-        conv, add_generation_prompt=True, tokenize=True, return_dict=True, processor_kwargs={"padding": True}
-    )
+    kw = {"add_generation_prompt": True, "tokenize": True, "return_dict": True, "return_tensors": "pt"}
+    enc = processor.apply_chat_template(conv, processor_kwargs={"padding": True}, **kw)
     assert enc["attention_mask"][0][0] == 0 and enc["attention_mask"][0][-1] == 1
+    # the padded batch predicts the same next token distribution as each conversation alone
+    import torch
+
+    with torch.inference_mode():
+        batched_logits = model(**enc).logits[:, -1]
+        alone = torch.cat([model(**processor.apply_chat_template([c], **kw)).logits[:, -1] for c in conv])
+    assert torch.allclose(batched_logits, alone, atol=1e-4)
 
 
 def test_chat_template_puts_the_image_before_the_question(tiny_llava):
@@ -82,7 +88,8 @@ def test_out_of_memory_halves_the_batch(tiny_llava, monkeypatch):
 
     monkeypatch.setattr(cap, "_generate", oom_above_one)
     assert cap.caption(images, SPECS["pose"]) == expected
-    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    assert sizes == [4, 2, 1, 1, 1, 1] and cap.max_batch == 1  # the smaller size is kept
+    cap.max_batch = 0
 
     def always_oom(batch, spec):
         raise torch.OutOfMemoryError("CUDA out of memory")

@@ -277,3 +277,18 @@ def test_reading_api_splits_and_errors(synth_ws):
         caption_dataset(synth_ws, "ltcc")
     with pytest.raises(ConfigError, match="unknown captioner"):
         caption_dataset(synth_ws, "synthcc", captioner="blip:/x")
+
+
+def test_many_small_parts_are_compacted_without_losing_rows(synth_ws):
+    ws = Workspace.at(synth_ws)
+    caption_dataset(
+        synth_ws, "synthcc", perspectives="pose", batch_size=1, backend=Flaky(synth_ws, "synthcc")
+    )
+    folder = ws.perspective_dir("synthcc", "pose")
+    assert len(part_files(folder)) == N_TRAIN  # the default threshold leaves 12 parts alone
+    before = read_current_captions(synth_ws, "synthcc", ["pose"])
+    r = caption_dataset(synth_ws, "synthcc", perspectives="pose,clothing", batch_size=1, compact_threshold=4)
+    assert r.generated == {"pose": 0, "clothing": N_TRAIN}
+    assert len(part_files(folder)) == 1 and len(part_files(ws.perspective_dir("synthcc", "clothing"))) == 1
+    pd.testing.assert_frame_equal(read_current_captions(synth_ws, "synthcc", ["pose"]), before)
+    assert len(_table(synth_ws)) == 2 * N_TRAIN
