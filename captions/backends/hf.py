@@ -59,10 +59,17 @@ class HFCaptioner:
     needs_images = True
     min_batch_size = 1
 
-    def __init__(self, model_dir: str, trust_remote_code: bool = False, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
         self.path: Path = check_model_dir(f"hf:{model_dir}", model_dir, kind="vlm")
         self.trust_remote_code = trust_remote_code
         self._device = device
+        self._dtype = dtype  # "bfloat16" | "float16" | "float32"; None = bf16/fp16 on GPU, fp32 on CPU
         self.max_batch = 0  # 0 = no limit; lowered after a GPU out-of-memory
         self.name = f"hf:{self.path.resolve().name}"
         self.fingerprint = model_dir_fingerprint(self.path)
@@ -70,8 +77,10 @@ class HFCaptioner:
     # ------------------------------------------------------------------ loading
     def load(self) -> tuple[Any, Any]:
         """The (processor, model) pair, loaded once per process from local files only."""
+        import torch
+
         device = pick_device(self._device)
-        dtype = pick_dtype(device)
+        dtype = getattr(torch, self._dtype) if self._dtype else pick_dtype(device)
         key = (str(self.path.resolve()), device, str(dtype), self.trust_remote_code)
         with _CACHE_LOCK:
             if key in _CACHE:

@@ -64,6 +64,15 @@ def test_batched_left_padded_generation_matches_one_by_one(tiny_llava):
     assert torch.allclose(batched_logits, alone, atol=1e-4)
 
 
+def test_half_precision_path_casts_pixels_to_the_model_dtype(tiny_llava):
+    cap = HFCaptioner(str(tiny_llava), dtype="bfloat16")  # what a GPU gets; runs on the CPU too
+    _, model = cap.load()
+    assert str(model.dtype) == "torch.bfloat16"
+    out = cap.caption(_images(2), SPECS["interaction"])
+    assert len(out) == 2 and all(isinstance(t, str) and t for t in out)
+    HFCaptioner(str(tiny_llava)).load()  # back to the fp32 model for the other tests
+
+
 def test_chat_template_puts_the_image_before_the_question(tiny_llava):
     processor, _ = HFCaptioner(str(tiny_llava)).load()
     conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": SPECS["pose"].prompt}]}]
@@ -103,7 +112,7 @@ def test_caption_dataset_end_to_end_with_the_tiny_llava(tiny_llava, tmp_path):
     w = make_workspace(tmp_path / "w", n_ids=2, per_id=2, dataset="ltcc")
     spec = f"hf:{tiny_llava}"
     prompts = _short_prompts(tmp_path)
-    r = caption_dataset(w, "ltcc", captioner=spec, batch_size=3, prompts=prompts)
+    r = caption_dataset(w, "ltcc", captioner=spec, batch_size=4, prompts=prompts)
     assert r.generated == dict.fromkeys(PERSPECTIVES, 4) and r.captioner == f"hf:{tiny_llava.name}"
     df = pd.read_parquet(w / "captions" / "ltcc")
     assert len(df) == 24 and df["caption"].map(lambda t: isinstance(t, str)).all()
