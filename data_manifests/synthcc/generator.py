@@ -136,10 +136,11 @@ def _swap_in(tmp: Path, folder: Path, cfg: SynthConfig, seed: int) -> None:
 
 
 def _clean_dead_temps(root: Path) -> None:
-    """Remove ``.tmp-SynthCC-<pid>-*`` folders left by processes that no longer run."""
+    """Remove ``.tmp-SynthCC-<pid>-*`` folders left by processes that no longer run (another thread of this
+    process may be writing its own, so those stay)."""
     for p in root.glob(f"{_TMP_PREFIX}*"):
         pid_text = p.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _alive(int(pid_text)):
+        if pid_text.isdigit() and (int(pid_text) == os.getpid() or _alive(int(pid_text))):
             continue
         shutil.rmtree(p, ignore_errors=True)
 

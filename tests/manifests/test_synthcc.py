@@ -16,6 +16,7 @@ from differ_core.errors import ConfigError
 from flows.cli import main
 
 TINY = resolve_config("tiny")
+MINI = resolve_config("tiny", num_train_ids=3, num_test_ids=2)  # 60 images
 
 
 def _digest(folder) -> dict[str, str]:
@@ -35,14 +36,14 @@ def tiny(tmp_path_factory):
 
 
 def test_two_generations_are_byte_identical(tmp_path):
-    a = generate(tmp_path / "a_c1", TINY, seed=5, workers=1)
-    b = generate(tmp_path / "b", TINY, seed=5, workers=2)  # the pool does not change a byte
+    a = generate(tmp_path / "a_c1", MINI, seed=5, workers=1)
+    b = generate(tmp_path / "b", MINI, seed=5, workers=2)  # the pool does not change a byte
     assert a.generated and b.generated
     da, db = _digest(a.folder), _digest(b.folder)
-    assert len(da) == TINY.num_images + 2 and da == db
-    c = generate(tmp_path / "c", TINY, seed=6, workers=1)
+    assert len(da) == MINI.num_images + 2 and da == db
+    c = generate(tmp_path / "c", MINI, seed=6, workers=1)
     dc = _digest(c.folder)
-    assert sum(dc.get(k) != v for k, v in da.items()) > TINY.num_images // 2
+    assert sum(dc.get(k) != v for k, v in da.items()) > MINI.num_images // 2
 
 
 def test_manifest_and_attribute_table(tiny):
@@ -158,7 +159,7 @@ def test_same_settings_reuse_the_folder_and_others_regenerate(tiny, capsys):
 def test_interrupted_generation_leaves_the_old_folder(tmp_path, monkeypatch):
     from data_manifests.synthcc import generator as gen_mod
 
-    first = generate(tmp_path, TINY, seed=1, workers=1)
+    first = generate(tmp_path, MINI, seed=1, workers=1)
     before = _digest(first.folder)
 
     def boom(*args, **kwargs):
@@ -166,9 +167,14 @@ def test_interrupted_generation_leaves_the_old_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gen_mod, "attributes_table", boom)
     with pytest.raises(KeyboardInterrupt):
-        gen_mod.generate(tmp_path, TINY, seed=2, workers=1)
+        gen_mod.generate(tmp_path, MINI, seed=2, workers=1)
     assert _digest(first.folder) == before
     assert [p.name for p in tmp_path.iterdir()] == ["SynthCC"]
+    # a temporary folder of a killed process is cleaned up by the next generation
+    (tmp_path / ".tmp-SynthCC-999999999-abc" / "train").mkdir(parents=True)
+    monkeypatch.undo()
+    assert gen_mod.generate(tmp_path, MINI, seed=2, workers=1).generated
+    assert [p.name for p in tmp_path.iterdir()] == ["SynthCC"] and _digest(first.folder) != before
 
 
 def test_bad_knobs_are_config_errors(tmp_path, capsys):
