@@ -75,10 +75,10 @@ def _parse_list(path: Path) -> list[tuple[int, str, int, str]]:
 
 
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
-    """The CCVID manifest (one row per frame); ``root`` holds ``CCVID/`` (or is that folder)."""
+    """The CCVID manifest (one row per frame); ``root`` holds ``CCVID/`` (or ``CCVID/CCVID/``, or is it)."""
     check_mode(on_bad_image)
     root = require_root(root, NAME, "CCVID/train.txt")
-    base = locate(root, [FOLDER, ""], LIST_FILES.values())
+    base = locate(root, [FOLDER, f"{FOLDER}/{FOLDER}", ""], LIST_FILES.values())  # DIFFER nests CCVID/CCVID
     rows: list[dict] = []
     where: dict[str, str] = {}
     for split, name in LIST_FILES.items():

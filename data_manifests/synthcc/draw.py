@@ -290,13 +290,7 @@ def render(spec: Any, height: int, width: int, noise_std: float, blur_scale: flo
     for s0, s1 in arms:
         _limb(d, s0, s1, arm_w, skin)
         if sleeve_t:
-            _limb(
-                d,
-                s0,
-                _along(s0, s1, sleeve_t),
-                arm_w * 1.15,
-                top_c if row["top_pattern"] != "two-tone" else top_c,
-            )
+            _limb(d, s0, _along(s0, s1, sleeve_t), arm_w * 1.15, top_c)
         d.ellipse(
             [s1[0] - arm_w * 0.62, s1[1] - arm_w * 0.62, s1[0] + arm_w * 0.62, s1[1] + arm_w * 0.62],
             fill=skin,

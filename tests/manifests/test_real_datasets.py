@@ -118,6 +118,10 @@ def test_ccvid_frames_cameras_session3_offset_and_clothes(root):
     assert (df.groupby("track_id")[["raw_pid", "camid", "clothes_id", "split"]].nunique() == 1).all().all()
     s = split_summary(df)
     assert s["tracklets"].to_dict() == {"train": 3, "query": 2, "gallery": 3, "total": 8}
+    nested = root / "dl"
+    make_ccvid(nested / "CCVID")  # the nesting DIFFER's code expects: <root>/CCVID/CCVID/
+    cols = ["image_id", "split", "pid", "camid", "clothes_id", "track_id", "frame"]
+    pd.testing.assert_frame_equal(build_manifest("ccvid", nested)[cols], df[cols])
 
 
 def test_custom_csv_resolves_paths_against_its_folder(root):
