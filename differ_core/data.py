@@ -74,43 +74,46 @@ def augment(
 ) -> torch.Tensor:
     """Training transform of a ``uint8 [B, 3, H, W]`` batch: flip, zero pad + random crop, normalise, erasing.
 
-    Random erasing (Zhong et al.) fills a rectangle of 2–40 % of the area, aspect 0.3–3.3, with N(0, 1) noise in
-    normalised space (timm's ``mode='pixel'``). All draws come from ``generator`` (a CPU generator).
+    Random erasing (Zhong et al.) fills a rectangle of 2–40 % of the area, aspect 0.3–3.3 (the first of 10 draws
+    that fits), with N(0, 1) noise in normalised space (timm's ``mode='pixel'``). Draws are batched; every
+    draw comes from ``generator`` (a CPU generator), so the result is a function of the generator's seed.
     """
-    B, _, H, W = images.shape
-    g = generator
+    B, C, H, W = images.shape
+    g, dev = generator, images.device
     x = images
     if aug.flip > 0:
-        flip = torch.rand(B, generator=g) < aug.flip
-        if bool(flip.any()):
-            x = x.clone()
-            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+        flip = (torch.rand(B, generator=g) < aug.flip).to(dev)
+        x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
     if aug.pad > 0 and aug.crop > 0:
         p = aug.pad
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         do = torch.rand(B, generator=g) < aug.crop
-        oy = torch.randint(0, 2 * p + 1, (B,), generator=g)
-        ox = torch.randint(0, 2 * p + 1, (B,), generator=g)
-        oy = torch.where(do, oy, torch.full_like(oy, p))
-        ox = torch.where(do, ox, torch.full_like(ox, p))
-        x = torch.stack([padded[i, :, oy[i] : oy[i] + H, ox[i] : ox[i] + W] for i in range(B)])
+        oy = torch.where(do, torch.randint(0, 2 * p + 1, (B,), generator=g), p)
+        ox = torch.where(do, torch.randint(0, 2 * p + 1, (B,), generator=g), p)
+        out = torch.empty_like(x)
+        for i, (y, z) in enumerate(zip(oy.tolist(), ox.tolist(), strict=True)):
+            out[i] = padded[i, :, y : y + H, z : z + W]
+        x = out
     x = normalize(x, mean, std)
     if aug.erasing > 0:
-        erase = (torch.rand(B, generator=g) < aug.erasing).tolist()
-        for i in range(B):
-            if not erase[i]:
-                continue
-            for _ in range(10):
-                area = H * W * float(torch.empty(1).uniform_(0.02, 0.4, generator=g))
-                log_r = float(torch.empty(1).uniform_(np.log(0.3), np.log(1 / 0.3), generator=g))
-                h = int(round((area * np.exp(log_r)) ** 0.5))
-                w = int(round((area / np.exp(log_r)) ** 0.5))
-                if 0 < h < H and 0 < w < W:
-                    y0 = int(torch.randint(0, H - h + 1, (1,), generator=g))
-                    x0 = int(torch.randint(0, W - w + 1, (1,), generator=g))
-                    noise = torch.randn((x.shape[1], h, w), generator=g).to(x.device, x.dtype)
-                    x[i, :, y0 : y0 + h, x0 : x0 + w] = noise
-                    break
+        tries = 10
+        erase = torch.rand(B, generator=g) < aug.erasing
+        area = H * W * torch.empty(B, tries).uniform_(0.02, 0.4, generator=g)
+        ratio = torch.exp(
+            torch.empty(B, tries).uniform_(float(np.log(0.3)), float(np.log(1 / 0.3)), generator=g)
+        )
+        h = torch.sqrt(area * ratio).round().long()
+        w = torch.sqrt(area / ratio).round().long()
+        fits = (h > 0) & (h < H) & (w > 0) & (w < W)
+        first = fits.float().argmax(1)  # the first draw that fits
+        ok = erase & fits.any(1)
+        h = h.gather(1, first[:, None]).squeeze(1)
+        w = w.gather(1, first[:, None]).squeeze(1)
+        y0 = (torch.rand(B, generator=g) * (H - h + 1).clamp_min(1)).long()
+        x0 = (torch.rand(B, generator=g) * (W - w + 1).clamp_min(1)).long()
+        for i in torch.nonzero(ok).flatten().tolist():
+            hi, wi, yi, xi = int(h[i]), int(w[i]), int(y0[i]), int(x0[i])
+            x[i, :, yi : yi + hi, xi : xi + wi] = torch.randn((C, hi, wi), generator=g).to(dev, x.dtype)
     return x
 
 

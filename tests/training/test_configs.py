@@ -1,0 +1,76 @@
+"""Shipped configs, overlays, config errors and the ``differ train`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from differ_core.config import load_config
+from differ_core.errors import ConfigError
+
+from .conftest import toy_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.text.perspectives[0] == "biometrics"
+
+
+def test_paper_settings_per_dataset():
+    ltcc, prcc, celeb = (load_config(CONFIGS / f) for f in ("ltcc.yaml", "prcc.yaml", "celeb_light.yaml"))
+    for c in (ltcc, prcc, celeb):
+        assert c.model.backbone == "eva02_large_patch14_clip_224" and tuple(c.data.img_size) == (224, 224)
+        assert (c.optim.name, c.optim.momentum, c.optim.weight_decay, c.optim.bias_lr_factor) == ("sgd", 0.9, 0.05, 2)
+        assert (c.schedule.epochs, c.schedule.warmup_epochs, c.run.amp) == (60, 20, "fp16")
+        assert c.losses.logit_scale == 1.0 and c.model.lambda_cam == 3.0
+    assert ltcc.text.non_bio == ["hairstyle", "clothing"] and ltcc.text.encoder == "open_clip:EVA02-B-16"
+    assert (ltcc.sampler.P, ltcc.sampler.K, ltcc.optim.lr) == (4, 2, 2e-6)
+    assert prcc.text.non_bio == ["hairstyle"] and prcc.text.bio_source == "summary"
+    assert (prcc.sampler.P, prcc.sampler.K, prcc.text.encoder) == (4, 4, "open_clip:EVA02-L-14")
+    assert celeb.text.non_bio == ["clothing"] and celeb.optim.lr == 2e-5 and celeb.text.encoder.endswith("E-14")
+
+
+def test_ablation_overlays_change_only_what_they_name():
+    base = load_config(CONFIGS / "synthcc.yaml")
+    baseline = load_config(CONFIGS / "ablations" / "baseline.yaml")
+    assert baseline.losses.use == ["id", "triplet"] and not baseline.needs_text
+    assert baseline.losses.label_smoothing == base.losses.label_smoothing  # the shorthand keeps the weights
+    assert baseline.model == base.model and baseline.optim == base.optim
+    assert load_config(CONFIGS / "ablations" / "bio_only.yaml").losses.use == ["id", "triplet", "bio"]
+    assert load_config(CONFIGS / "ablations" / "nbdetach_only.yaml").losses.use == ["id", "triplet", "nbdetach"]
+    assert load_config(CONFIGS / "ablations" / "clothing_only.yaml").text.non_bio == ["clothing"]
+    assert len(load_config(CONFIGS / "ablations" / "all_nonbio.yaml").text.non_bio) == 5
+    assert load_config(CONFIGS / "synthcc.yaml", ["losses=[id,triplet]"]).losses.use == ["id", "triplet"]
+
+
+def test_config_errors_name_the_key_and_what_is_allowed(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base": str(CONFIGS / "synthcc.yaml"), "model": {"backbon": "resnet18"}}))
+    with pytest.raises(ConfigError, match=r"unknown key 'model.backbon' \(allowed keys: backbone, "):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"losses.use.*'id', 'triplet', 'bio' or 'nbdetach'"):
+        load_config(CONFIGS / "synthcc.yaml", ["losses=[id,arcface]"])
+    with pytest.raises(ConfigError, match="unknown section 'trian'"):
+        load_config(CONFIGS / "synthcc.yaml", ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match="unknown perspectives"):
+        load_config(CONFIGS / "synthcc.yaml", ["text.perspectives=[biometrics,shoes]"])
+
+
+def test_differ_train_command(toy, tmp_path, capsys):
+    from flows.cli import main
+
+    cfg = toy_config(toy, tmp_path / "run", schedule={"epochs": 1}, run={"val_ids": 0.0})
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    assert main(["--workdir", str(toy["work"]), "train", "--config", str(f), "sampler.P=3"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint: " + str(tmp_path / "run" / "checkpoints" / "last.pt") in out
+    assert "P: 3" in (tmp_path / "run" / "config.yaml").read_text()
+    assert main(["train", "--config", str(f), "model.lambda=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown key 'model.lambda'" in err and "lambda_cam" in err
