@@ -88,6 +88,7 @@ class HFSummarizer:
         self.fingerprint = model_dir_fingerprint(self.path)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.max_captions = 32  # the most representative ones; the rest add length, not information
         self._device = device
         self._loaded: tuple[Any, Any] | None = None
 
@@ -123,7 +124,7 @@ class HFSummarizer:
         budget = self.prompt_budget()
         chosen: list[str] = []
         text = ""
-        for c in rank_captions(captions):
+        for c in rank_captions(captions)[: self.max_captions]:
             trial = self._chat(tok, chosen + [c])
             if chosen and len(tok(trial, add_special_tokens=False)["input_ids"]) > budget:
                 break

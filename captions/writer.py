@@ -221,12 +221,17 @@ def caption_dataset(
             compact_parts(ws.perspective_dir(dataset, p), compact_threshold)
         report.fingerprints, report.total = _update_current(ws, dataset, wanted, specs, cap, lock_timeout)
     if report.errors and on_bad_image == "error":
-        path, reason = report.errors[0]
-        raise DataError(
-            f"{path}: cannot open image ({reason}); {len(report.errors)} image(s) failed and were recorded as "
-            "error rows, the others are captioned: fix or remove them and rerun"
-        )
+        raise bad_image_error(report)
     return report
+
+
+def bad_image_error(report: CaptionReport) -> DataError:
+    """One line naming the first image that failed to open, and how many did."""
+    path, reason = report.errors[0]
+    return DataError(
+        f"{path}: cannot open image ({reason}); {len(report.errors)} image(s) failed and were recorded as "
+        "error rows, the others are captioned: fix or remove them and rerun"
+    )
 
 
 def _caption_locked(
@@ -277,6 +282,8 @@ def _caption_locked(
         return report
     from tqdm.auto import tqdm
 
+    if callable(getattr(cap, "load", None)):
+        cap.load()  # only when there is work; kept out of the per-row ``seconds``
     bs = max(batch_size, getattr(cap, "min_batch_size", 1))
     bar = tqdm(
         total=n_units,

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from captions.writer import caption_dataset
+    from captions.writer import bad_image_error, caption_dataset
 
     report = caption_dataset(
         args.workdir,
@@ -51,11 +51,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
         device=args.device,
-        on_bad_image=args.on_bad_image,
+        on_bad_image="skip",  # print the counts first, then fail below when asked to
     )
     print(f"captions of {args.dataset} by {report.captioner} -> {args.workdir}/captions/{args.dataset}")
     for line in report.lines():
         print(line)
+    if report.errors and args.on_bad_image == "error":
+        raise bad_image_error(report)
     for path, reason in report.errors:
         print(f"skipped {path}: {reason}")
     return 0

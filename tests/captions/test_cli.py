@@ -69,3 +69,38 @@ def test_summarize_error_is_one_line(tmp_path, capsys):
     w = make_workspace(tmp_path / "w", n_ids=2, per_id=1)
     code, _, err = _run(capsys, "summarize", "--workdir", str(w), "--dataset", "synthcc")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "differ caption --dataset synthcc" in err
+
+
+def test_bad_image_prints_the_counts_then_one_error_line(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from captions import backends
+    from captions.attributes_captioner import AttributesCaptioner
+
+    class NeedsImages(AttributesCaptioner):  # the attributes captioner, but opening files like a VLM
+        needs_images = True
+
+    monkeypatch.setattr(
+        backends, "make_captioner", lambda spec, **kw: NeedsImages(kw["workdir"], kw["dataset"], kw["noise"])
+    )
+    w = make_workspace(tmp_path / "w", n_ids=2, per_id=2)
+    bad = pd.read_parquet(w / "manifests" / "synthcc.parquet")["path"].iloc[1]
+    open(bad, "wb").write(b"\x89PNG broken")
+    code, out, err = _run(
+        capsys, "caption", "--workdir", str(w), "--dataset", "synthcc", "--perspectives", "pose"
+    )
+    assert code == 2 and _counts(out) == {"pose": 3}
+    assert len(err.strip().splitlines()) == 1 and bad in err and "1 image(s) failed" in err
+    code, out, err = _run(
+        capsys,
+        "caption",
+        "--workdir",
+        str(w),
+        "--dataset",
+        "synthcc",
+        "--perspectives",
+        "pose",
+        "--on-bad-image",
+        "skip",
+    )
+    assert code == 0 and f"skipped {bad}" in out and not err
