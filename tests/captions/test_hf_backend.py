@@ -160,3 +160,53 @@ def test_fingerprint_identifies_weights_without_loading(tiny_llava, tmp_path):
     cfg["max_length"] = 77
     (copy / "generation_config.json").write_text(json.dumps(cfg))
     assert model_dir_fingerprint(copy) != model_dir_fingerprint(tiny_llava)
+
+
+def test_vllm_backend_request_shape_with_a_stand_in_engine(tiny_llava, monkeypatch):
+    """Without vLLM installed, a stand-in ``vllm`` module records what the backend asks the engine for."""
+    import importlib.machinery
+    import sys
+    import types
+
+    if "vllm" in sys.modules or __import__("importlib").util.find_spec("vllm") is not None:
+        pytest.skip("the real vLLM is installed")
+    calls = {}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            calls["sampling"] = kw
+
+    class Out:
+        def __init__(self, text):
+            self.outputs = [types.SimpleNamespace(text=text)]
+
+    class LLM:
+        def __init__(self, **kw):
+            calls["engine"] = kw
+
+        def generate(self, requests, params, use_tqdm=False):
+            calls["requests"] = requests
+            return [Out(f"  answer {i}\nsecond line ") for i in range(len(requests))]
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM, fake.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from captions.backends.vllm import _CACHE
+
+    monkeypatch.setattr("captions.backends.vllm._CACHE", {})
+    cap = make_captioner(f"vllm:{tiny_llava}")
+    images = _images(3)
+    assert cap.caption(images, SPECS["pose"]) == [
+        "answer 0 second line",
+        "answer 1 second line",
+        "answer 2 second line",
+    ]
+    assert calls["engine"]["enable_prefix_caching"] is True and calls["engine"]["model"] == str(tiny_llava)
+    assert calls["engine"]["trust_remote_code"] is False
+    assert calls["sampling"]["temperature"] == 0.0 and calls["sampling"]["max_tokens"] == 5
+    prompt = calls["requests"][0]["prompt"]
+    assert prompt.index("<image>") < prompt.index(SPECS["pose"].prompt[:20])
+    assert [r["multi_modal_data"]["image"] for r in calls["requests"]] == images
+    assert len({r["prompt"] for r in calls["requests"]}) == 1  # one prompt per batch: a shared prefix
+    assert not _CACHE
