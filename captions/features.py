@@ -158,7 +158,7 @@ def current_caption_rows(
             raise DataError(
                 f"{summ}: missing columns {sorted(missing)}; run `differ summarize --dataset {dataset}`"
             )
-        s = s.dropna(subset=["summary"])
+        s = s.dropna(subset=["summary"]).drop_duplicates("pid", keep="last")
         frames[SUMMARY_PERSPECTIVE] = pd.DataFrame(
             {
                 "image_id": s["pid"].astype("int64").astype(str).to_numpy(),
