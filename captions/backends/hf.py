@@ -50,7 +50,8 @@ def pick_dtype(device: str):
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError  # torch < 2.5: cuda only
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
 
 
 class HFCaptioner:
