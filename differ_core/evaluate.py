@@ -350,12 +350,16 @@ def compare_pictures(
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
     curves: dict[str, Any] = {}
+    styles: dict[str, dict[str, Any]] = {}
     rng = np.random.default_rng(seed)
     for name, pa in a.results.items():
         pb = b.results.get(name)
         if pb is None:
             continue
         curves[f"{la} {name}"], curves[f"{lb} {name}"] = pa.result.cmc, pb.result.cmc
+        colour = f"C{len(curves) // 2 - 1}"
+        styles[f"{la} {name}"] = {"color": colour, "ls": "--", "marker": "o", "mfc": "none"}
+        styles[f"{lb} {name}"] = {"color": colour, "ls": "-"}
         if pa.distances is None or pb.distances is None or pa.query.ids != pb.query.ids:
             continue
         fa, fb = pa.result.first_hit, pb.result.first_hit
@@ -371,7 +375,9 @@ def compare_pictures(
             runs, out_dir / f"compare_{name}.png", f"{a.metrics['dataset']} {name}: {la} vs {lb}"
         )
     if curves:
-        files["cmc_compare"] = plot_cmc(curves, out_dir / "cmc_compare.png", title=f"{la} vs {lb}")
+        files["cmc_compare"] = plot_cmc(
+            curves, out_dir / "cmc_compare.png", title=f"{la} (dashed) vs {lb} (solid)", styles=styles
+        )
     return files
 
 

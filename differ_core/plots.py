@@ -178,23 +178,24 @@ def plot_ranked_compare(
 
 
 def plot_cmc(
-    curves: dict[str, Sequence[float]], out: str | Path, max_rank: int = 20, title: str | None = None
+    curves: dict[str, Sequence[float]],
+    out: str | Path,
+    max_rank: int = 20,
+    title: str | None = None,
+    styles: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """CMC curves (fractions) of several protocols or runs, ranks 1..max_rank, as percentages."""
+    """CMC curves (fractions) of several protocols or runs, ranks 1..max_rank, as percentages.
+
+    ``styles``: optional matplotlib line keywords per label (e.g. a colour per protocol, dashes per run).
+    """
     if not curves:
         raise ValueError("curves: nothing to draw")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for label, cmc in curves.items():
         c = np.asarray(cmc, dtype=float)[:max_rank]
-        ax.plot(
-            np.arange(1, len(c) + 1),
-            100 * c,
-            marker="o",
-            ms=3,
-            lw=1.5,
-            label=f"{label} (R1 {100 * c[0]:.1f})",
-        )
+        kw = {"marker": "o", "ms": 3, "lw": 1.5, **((styles or {}).get(label, {}))}
+        ax.plot(np.arange(1, len(c) + 1), 100 * c, label=f"{label} (R1 {100 * c[0]:.1f})", **kw)
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_xlim(1, max_rank)
