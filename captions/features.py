@@ -174,48 +174,17 @@ def current_caption_rows(
 
 
 def _read_current_captions(ws: Workspace, dataset: str) -> Any:
-    """Current caption rows (captions.table when present, else the §2 contract read directly)."""
-    try:
-        from captions.table import read_current_captions
-    except ImportError:
-        read_current_captions = None
+    """Current caption rows of every recorded perspective (``captions.table``), None when none are recorded."""
+    from captions.table import read_current_captions
+
     if not ws.captions_current(dataset).is_file():
         return None
-    if read_current_captions is not None:
-        return _clean(read_current_captions(ws.root, dataset))
-    return _clean(_read_current_direct(ws, dataset))
-
-
-def _clean(df: Any) -> Any:
+    df = read_current_captions(ws.root, dataset)
     if df is None or not len(df):
         return df
     df = df.dropna(subset=["caption"])
     df = df.assign(image_id=df["image_id"].astype(str), caption=df["caption"].astype(str))
     return df.drop_duplicates(["perspective", "image_id"], keep="last")
-
-
-def _read_current_direct(ws: Workspace, dataset: str) -> Any:
-    import json
-
-    import pandas as pd
-
-    cur_path = ws.captions_current(dataset)
-    if not cur_path.is_file():
-        return None
-    current = json.loads(cur_path.read_text())
-    out = []
-    for p, info in current.items():
-        parts = sorted(ws.perspective_dir(dataset, p).glob("part-*.parquet"))
-        if not parts:
-            continue
-        df = pd.concat([pd.read_parquet(f) for f in parts], ignore_index=True)
-        sel = (df["prompt_id"] == info.get("prompt_id")) & (df["captioner"] == info.get("captioner"))
-        df = df.loc[sel]
-        if "created_at" in df.columns:
-            df = df.sort_values("created_at", kind="stable")
-        df = df.drop_duplicates("image_id", keep="last")
-        out.append(df.assign(perspective=p)[["image_id", "perspective", "caption"]])
-    return pd.concat(out, ignore_index=True) if out else None
 
 
 def _source_fingerprints(ws: Workspace, dataset: str) -> dict[str, str]:
