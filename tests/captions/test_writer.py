@@ -167,10 +167,14 @@ _KILL_SCRIPT = textwrap.dedent(
         min_batch_size = 1
 
         def caption(self, images, spec, ids):
-            time.sleep(0.05)
+            time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0.05)
             return super().caption(images, spec, ids)
 
-    caption_dataset(sys.argv[1], "synthcc", batch_size=1, backend=Slow(sys.argv[1], "synthcc"), show_progress=False)
+    persp = sys.argv[2] if len(sys.argv) > 2 else None
+    r = caption_dataset(
+        sys.argv[1], "synthcc", persp, batch_size=1, backend=Slow(sys.argv[1], "synthcc"), show_progress=False
+    )
+    print("GENERATED", sum(r.generated.values()))
     """
 )
 
@@ -200,6 +204,26 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_current_row_per_image_and_
     df = _table(synth_ws)
     assert len(df) == 6 * N_TRAIN and not df.duplicated(["image_id", "perspective"]).any()
     assert caption_status(synth_ws, "synthcc")["current"].tolist() == [N_TRAIN] * 6
+
+
+def test_two_writer_processes_at_once_never_interleave(synth_ws, tmp_path):
+    script = tmp_path / "slow_caption.py"
+    script.write_text(_KILL_SCRIPT)
+    ws = Workspace.at(synth_ws)
+    cmd = [sys.executable, str(script), str(synth_ws), "pose,clothing", "0.2"]  # ~5 s of writing
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(ws.captions_dir("synthcc").rglob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)  # starts while the first one writes
+    time.sleep(1.0)
+    assert first.poll() is None and second.poll() is None  # both alive: the second is waiting on the lock
+    out1, _ = first.communicate(timeout=120)
+    out2, _ = second.communicate(timeout=120)
+    assert first.returncode == second.returncode == 0
+    assert "GENERATED 24" in out1 and "GENERATED 0" in out2  # the second waited, then found nothing missing
+    df = _table(synth_ws)
+    assert len(df) == 2 * N_TRAIN and not df.duplicated(["image_id", "perspective"]).any()
 
 
 def test_a_second_writer_waits_or_refuses_on_the_lock(synth_ws):
