@@ -10,16 +10,28 @@ from differ_core.workspace import Workspace
 
 
 def manifest_ok(p: dict[str, Any]) -> bool:
-    return Workspace.at(p["workdir"]).manifest(p["dataset"]).exists()
+    if not Workspace.at(p["workdir"]).manifest(p["dataset"]).exists():
+        return False
+    if p["dataset"] == "synthcc":  # the generated images are part of this stage's output
+        from data_manifests.synthcc.generator import FOLDER, STAMP
+
+        return (Path(p["root"]) / FOLDER / STAMP).exists()
+    return True
 
 
 def caption_ok(p: dict[str, Any]) -> bool:
+    """The perspective's current captions are those of this prompt and this captioner (noise included)."""
+    from captions.backends import make_captioner
+
     current = Workspace.at(p["workdir"]).captions_current(p["dataset"])
     entry = json.loads(current.read_text()).get(p["perspective"], {})
-    return entry.get("prompt_id") == p["prompt_id"] and bool(entry.get("fingerprint"))
+    if entry.get("prompt_id") != p["prompt_id"] or not entry.get("fingerprint"):
+        return False
+    captioner = make_captioner(p["captioner"], workdir=p["workdir"], dataset=p["dataset"], noise=p["noise"])
+    return entry.get("captioner") == captioner.name
 
 
-def summary_ok(p: dict[str, Any]) -> bool:
+def summarize_ok(p: dict[str, Any]) -> bool:
     return Workspace.at(p["workdir"]).summaries(p["dataset"]).exists()
 
 

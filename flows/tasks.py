@@ -19,7 +19,6 @@ from prefect.states import Failed
 from differ_core.errors import DifferError
 from differ_core.fingerprint import sha256_file
 from differ_core.workspace import Workspace
-from flows import stage_outputs
 from flows.caching import make_cache_key_fn
 from flows.fingerprints import features_fingerprint
 
@@ -43,9 +42,7 @@ class StageFailed(Exception):
     """Raised (as a Failed state) when a stage rejects its input."""
 
 
-def stage_task(
-    stage: str, output_ok: Callable[[dict[str, Any]], bool], ignore: tuple[str, ...] = (), **task_kwargs: Any
-):
+def stage_task(stage: str, ignore: tuple[str, ...] = (), **task_kwargs: Any):
     """Decorator: a cached, retried Prefect task whose DifferError becomes a clean Failed state."""
 
     def wrap(fn: Callable[..., dict[str, Any]]):
@@ -62,7 +59,7 @@ def stage_task(
 
         return task(
             name=f"differ-{stage}",
-            cache_key_fn=make_cache_key_fn(stage, output_ok, ignore),
+            cache_key_fn=make_cache_key_fn(stage, ignore),
             persist_result=True,
             result_serializer="json",
             retries=2,
@@ -75,7 +72,7 @@ def stage_task(
 
 
 # ---------------------------------------------------------------- manifest
-@stage_task("manifest", stage_outputs.manifest_ok)
+@stage_task("manifest")
 def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, root_signature: str) -> dict:
     """Build and write ``W/manifests/<dataset>.parquet`` (SynthCC: generate the images first)."""
     from flows.stage_calls import build_and_write_manifest
@@ -85,9 +82,7 @@ def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, r
 
 
 # ---------------------------------------------------------------- captions
-@stage_task(
-    "caption", stage_outputs.caption_ok, ignore=("prompts", "batch_size"), task_run_name="caption-{perspective}"
-)
+@stage_task("caption", ignore=("prompts", "batch_size"), task_run_name="caption-{perspective}")
 def caption_task(
     workdir: str,
     dataset: str,
@@ -143,7 +138,7 @@ def _progress(perspective: str):
         return None
 
 
-@stage_task("summarize", stage_outputs.summary_ok)
+@stage_task("summarize")
 def summarize_task(workdir: str, dataset: str, biometric_fp: str, summarizer: str, summarizer_fp: str) -> dict:
     """Per-identity biometric summaries from the current biometric captions."""
     from captions import summarize_dataset
@@ -153,7 +148,7 @@ def summarize_task(workdir: str, dataset: str, biometric_fp: str, summarizer: st
 
 
 # ---------------------------------------------------------------- features
-@stage_task("encode", stage_outputs.encode_ok)
+@stage_task("encode")
 def encode_task(
     workdir: str, dataset: str, encoder: str, encoder_fp: str, caption_fps: dict, summary_fp: str | None
 ) -> dict:
@@ -171,7 +166,7 @@ def encode_task(
 
 
 # ---------------------------------------------------------------- training
-@stage_task("train", stage_outputs.train_ok)
+@stage_task("train")
 def train_task(
     workdir: str,
     run_name: str,
@@ -189,7 +184,7 @@ def train_task(
 
 
 # ---------------------------------------------------------------- evaluation
-@stage_task("evaluate", stage_outputs.evaluate_ok)
+@stage_task("evaluate")
 def evaluate_task(run_dir: str, checkpoint_fp: str, manifest_fp: str, options: dict) -> dict:
     """Metrics under the dataset's protocols, plus pictures; returns the metrics file."""
     from flows.stage_calls import run_evaluation

@@ -7,32 +7,40 @@ import sys
 import pytest
 
 from differ_core.errors import ConfigError, DifferError
-from flows.caching import make_cache_key_fn
+from flows.caching import make_cache_key_fn, output_present
 from flows.cli import main
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.fingerprints import dataset_root_signature, features_fingerprint
 from flows.launch import accelerate_command, run_streaming
-from flows.tasks import is_transient
+from flows.tasks import is_transient, manifest_task
 
 
-def test_cache_key_depends_on_exactly_the_parameters(tmp_path):
-    out = tmp_path / "out.txt"
-    key = make_cache_key_fn("s", lambda p: out.exists())
-    params = {"a": 1, "fp": "x"}
-    miss1, miss2 = key(None, params), key(None, params)
-    assert miss1 != miss2 and "miss" in miss1  # output absent: never a hit
-    out.write_text("done")
+def test_cache_key_depends_on_exactly_the_parameters():
+    key = make_cache_key_fn("s", ignore=("batch_size",))
+    params = {"a": 1, "fp": "x", "batch_size": 8}
     k1 = key(None, params)
-    assert k1 == key(None, dict(params)) and "miss" not in k1
-    assert key(None, {"a": 1, "fp": "y"}) != k1
-    assert make_cache_key_fn("t", lambda p: True)(None, params) != k1
+    assert k1 == key(None, dict(params)) == key(None, {**params, "batch_size": 64})  # same key in every run
+    assert key(None, {**params, "fp": "y"}) != k1
+    assert make_cache_key_fn("t")(None, params) != make_cache_key_fn("s")(None, params)
 
 
-def test_output_check_errors_count_as_missing():
+def test_missing_or_unreadable_output_forces_a_refresh(tmp_path):
+    from flows.config import PipelineConfig
+    from flows.stages import Context
+
     def broken(p):
         raise ValueError("corrupt")
 
-    assert "miss" in make_cache_key_fn("s", broken)(None, {})
+    assert output_present(lambda p: True, {}) and not output_present(broken, {})
+    w = tmp_path / "w"
+    ctx = Context(PipelineConfig(workdir=str(w)), str(w))
+    params = {"workdir": str(w), "dataset": "ltcc"}
+    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is True  # no manifest yet
+    (w / "manifests").mkdir(parents=True)
+    (w / "manifests" / "ltcc.parquet").write_bytes(b"x")
+    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is None  # a hit is allowed
+    ctx.cfg = PipelineConfig(workdir=str(w), refresh=["manifest"])
+    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is True  # the user asked
 
 
 def test_features_fingerprint_tracks_each_perspective():
