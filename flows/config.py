@@ -31,6 +31,8 @@ class PipelineConfig(BaseModel):
     prompts: str | None = Field(None, description="prompts YAML (default: captions/prompts.yaml)")
     caption_noise: float = Field(0.0, ge=0.0, le=1.0, description="attributes captioner noise rate")
     caption_batch_size: int = Field(8, ge=1)
+    trust_remote_code: bool = Field(False, description="allow a VLM's own code (hf/vllm) to run")
+    device: str | None = Field(None, description="captioning/encoding device (default: auto-detect)")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")
     train_config: str = Field("configs/synthcc.yaml", description="training YAML (relative to the repo or cwd)")

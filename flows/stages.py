@@ -112,6 +112,8 @@ def caption_step(ctx: Context, runner: Any) -> None:
             split=cfg.split,
             noise=cfg.caption_noise,
             batch_size=cfg.caption_batch_size,
+            trust_remote_code=cfg.trust_remote_code,
+            device=cfg.device,
         )
         for p in cfg.perspectives
     }

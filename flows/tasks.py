@@ -82,7 +82,11 @@ def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, r
 
 
 # ---------------------------------------------------------------- captions
-@stage_task("caption", ignore=("prompts", "batch_size"), task_run_name="caption-{perspective}")
+@stage_task(
+    "caption",
+    ignore=("prompts", "batch_size", "trust_remote_code", "device"),
+    task_run_name="caption-{perspective}",
+)
 def caption_task(
     workdir: str,
     dataset: str,
@@ -95,6 +99,8 @@ def caption_task(
     split: str,
     noise: float,
     batch_size: int,
+    trust_remote_code: bool = False,
+    device: str | None = None,
 ) -> dict:
     """Caption the missing rows of one perspective; returns its current-rows fingerprint."""
     from captions import caption_dataset
@@ -110,7 +116,9 @@ def caption_task(
         split=split,
         batch_size=batch_size,
         noise=noise,
-        **({"progress": progress} if progress is not None else {}),
+        trust_remote_code=trust_remote_code,
+        device=device,
+        progress=progress,
     )
     generated = int(report.generated.get(perspective, 0))
     logger.info("caption %s: %d rows generated", perspective, generated)
@@ -124,12 +132,7 @@ def caption_task(
 
 
 def _progress(perspective: str):
-    import inspect
-
-    from captions import caption_dataset
-
-    if "progress" not in inspect.signature(caption_dataset).parameters:
-        return None
+    """A Prefect progress artifact for this perspective, or None when there is no API to write it to."""
     try:
         from flows.artifacts import CaptionProgress
 

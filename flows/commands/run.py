@@ -12,7 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=None, help="dataset root (not needed for synthcc)")
     p.add_argument("--captioner", default=None, help="attributes | hf:<dir> | vllm:<dir>")
     p.add_argument("--prompts", default=None, help="prompts YAML")
-    p.add_argument("--summarizer", default=None)
+    p.add_argument("--summarizer", default=None, help="extractive | hf:<local causal LM dir>")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the VLM's own code to run")
+    p.add_argument("--device", default=None, help="captioning device (default: auto-detect)")
     p.add_argument("--processes", type=int, default=None, help="training processes (GPUs)")
     p.add_argument("--num-machines", type=int, default=None)
     p.add_argument("--machine-rank", type=int, default=None)
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         captioner=args.captioner,
         prompts=args.prompts,
         summarizer=args.summarizer,
+        trust_remote_code=args.trust_remote_code or None,
+        device=args.device,
         processes=args.processes,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
