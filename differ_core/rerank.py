@@ -18,12 +18,20 @@ import numpy as np
 
 from differ_core.errors import DataError
 
-# (Q+G)^2 float32 must fit comfortably; beyond this the caller gets an error instead of an out-of-memory kill
-MAX_ITEMS = 40_000
+# two (Q+G)^2 float32 matrices must fit (2.5 GiB each at the limit); beyond it an error, not an out-of-memory kill
+MAX_ITEMS = 25_000
 
 
-def _top_k(dist: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` smallest entries of each row, ascending by (distance, index)."""
+def _top_k(dist: np.ndarray, k: int, rows_per_chunk: int = 1024) -> np.ndarray:
+    """Indices of the ``k`` smallest entries of each row, ascending by (distance, index); chunked over rows so
+    the temporary index array stays small."""
+    if dist.shape[0] > rows_per_chunk:
+        return np.concatenate(
+            [
+                _top_k(dist[s : s + rows_per_chunk], k, rows_per_chunk)
+                for s in range(0, dist.shape[0], rows_per_chunk)
+            ]
+        )
     n = dist.shape[1]
     k = min(k, n)
     if k < n:
@@ -35,10 +43,12 @@ def _top_k(dist: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def _k_reciprocal(initial_rank: np.ndarray, i: int, k: int) -> np.ndarray:
-    forward = initial_rank[i, : k + 1]
-    backward = initial_rank[forward, : k + 1]
-    return forward[np.any(backward == i, axis=1)]
+def _k_reciprocal_sets(initial_rank: np.ndarray, k: int) -> list[np.ndarray]:
+    """For every item i: its k-nearest neighbours j (in rank order) that have i among their own k-nearest."""
+    forward = initial_rank[:, : k + 1]
+    backward = initial_rank[forward, : k + 1]  # [n, k+1, k+1]
+    mask = np.any(backward == np.arange(initial_rank.shape[0])[:, None, None], axis=2)
+    return [f[m] for f, m in zip(forward, mask)]
 
 
 def re_ranking(
@@ -91,16 +101,18 @@ def re_ranking(
 
     # k-reciprocal expansion and Gaussian weights: sparse rows of V (COO triplets)
     v_rows, v_cols, v_vals = [], [], []
-    half_sets = [None] * n
+    rec_sets = _k_reciprocal_sets(initial_rank, k1)
+    half_sets = _k_reciprocal_sets(initial_rank, half)
+    member = np.zeros(n, dtype=bool)  # membership of the current k-reciprocal set (cheaper than intersect1d)
     for i in range(n):
-        k_rec = _k_reciprocal(initial_rank, i, k1)
+        k_rec = rec_sets[i]
+        member[k_rec] = True
         expansion = [k_rec]
         for cand in k_rec:
             cset = half_sets[cand]
-            if cset is None:
-                cset = half_sets[cand] = _k_reciprocal(initial_rank, int(cand), half)
-            if np.intersect1d(cset, k_rec).size > 2.0 / 3.0 * cset.size:
+            if np.count_nonzero(member[cset]) > 2.0 / 3.0 * cset.size:
                 expansion.append(cset)
+        member[k_rec] = False
         idx = np.unique(np.concatenate(expansion))
         w = np.exp(-original[i, idx])
         v_rows.append(np.full(idx.size, i))
