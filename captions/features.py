@@ -435,8 +435,13 @@ def encode_dataset(
     t0 = time.perf_counter()
     ws = Workspace.at(workdir)
     spec = encoder if isinstance(encoder, str) else encoder.spec
-    fp = encoder_fingerprint(spec) if isinstance(encoder, str) else encoder.fingerprint
     folder = ws.features_dir(dataset, spec)
+    if read_meta(folder).get("source") == "official-import":
+        raise DataError(
+            f"{folder}: holds features imported from the official release ({spec}); they are read, not encoded: "
+            "pass another --encoder to encode captions"
+        )
+    fp = encoder_fingerprint(spec) if isinstance(encoder, str) else encoder.fingerprint
     with stage_lock(
         ws.locks() / f"encode-{dataset}-{slug(spec)}.lock", what=f"differ encode {dataset} {spec}"
     ):
@@ -447,10 +452,6 @@ def encode_dataset(
                 f"`differ caption --dataset {dataset}` (and `differ summarize`) first"
             )
         meta = read_meta(folder)
-        if meta.get("source") == "official-import":
-            raise DataError(
-                f"{folder}: holds features imported from the official release; encode into another --encoder"
-            )
         dim = meta.get("dim")
         loaded: dict[str, Any] = {}
 

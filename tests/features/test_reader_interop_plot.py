@@ -186,3 +186,11 @@ def test_differ_encode_command(ws, tmp_path, capsys):
     code = main(["--workdir", str(ws), "encode", "--dataset", DS, "--encoder", "open_clip:NoSuchArch@/x.pt"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown open_clip architecture" in err
+
+
+def test_imported_features_are_not_re_encoded(ws, tmp_path):
+    m = manifest(IDS, PIDS)
+    export_official(ws, DS, "minilm", tmp_path / "rel", manifest=m, name="MiniLM-again")
+    rep = import_official(ws, DS, tmp_path / "rel", manifest=m)
+    with pytest.raises(DataError, match="imported from the official release"):
+        encode_dataset(ws, DS, encoder=rep.encoder, progress=False)
