@@ -16,6 +16,7 @@ Specs (DESIGN.md §3), all loaded from local files only:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -297,7 +298,11 @@ class _OpenClipEncoder(TextEncoder):
         pretrained: str | None = None
         if not model_name.startswith("local-dir:"):
             if ckpt_path is None:
-                if not local_config:
+                if local_config:
+                    logging.getLogger(__name__).warning(
+                        "%s: no checkpoint: random weights (tests only)", spec
+                    )
+                else:
                     raise ConfigError(
                         f"{spec}: no checkpoint given and open_clip would use random weights; download the "
                         f"weights elsewhere and use open_clip:{arch}@/path/to/open_clip_model.safetensors"
