@@ -28,7 +28,10 @@ def _wrapper(model: Any):
             self.m = m
 
         def forward(self, images: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
-            return self.m(images, camids)
+            f = self.m(images, camids)
+            if getattr(self.m, "camera_embed", None) is None:  # keep the camids input in the graph (unused)
+                f = f + 0 * camids.unsqueeze(1).to(f.dtype)
+            return f
 
     return InferenceModel(model).eval()
 

@@ -6,15 +6,14 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
+    p.add_argument(
         "--run", help="run name under W/runs, or a run folder (uses checkpoints/best.pt, else last.pt)"
     )
-    src.add_argument("--checkpoint", help="a checkpoint file (needs --dataset)")
-    p.add_argument("--dataset", help="dataset whose manifest to evaluate on (with --checkpoint)")
     p.add_argument(
-        "--use", dest="which", default=None, help="with --run: a checkpoint name or file (e.g. last.pt)"
+        "--checkpoint",
+        help="a checkpoint file (needs --dataset); with --run: which of its checkpoints (e.g. last, last.pt)",
     )
+    p.add_argument("--dataset", help="dataset whose manifest to evaluate on (with --checkpoint alone)")
     p.add_argument("--out", default=None, help="with --checkpoint: output folder (default: its run folder)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
@@ -72,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.run:
         if args.dataset or args.out:
-            raise DifferError("--dataset/--out go with --checkpoint; a run knows its dataset and folder")
+            raise DifferError(
+                "--dataset/--out go with --checkpoint alone; a run knows its dataset and folder"
+            )
         run_dir = resolve_run(args.run, args.workdir)
-        ev = evaluate_run(run_dir, checkpoint=args.which, batch_size=args.batch_size, **common)
+        ev = evaluate_run(run_dir, checkpoint=args.checkpoint, batch_size=args.batch_size, **common)
     else:
+        if not args.checkpoint:
+            raise DifferError("give --run R, or --checkpoint C --dataset D")
         if not args.dataset:
             raise DifferError("--checkpoint needs --dataset (e.g. --dataset ltcc)")
         ev = evaluate_checkpoint(

@@ -52,7 +52,9 @@ def make_tiny_workspace(work: Path, dataset: str = "synthcc") -> Path:
     return write_manifest(finalize_manifest(rows), work / "manifests" / f"{dataset}.parquet")
 
 
-def make_checkpoint(run_dir: Path, names=("best", "last"), seed: int = 0, dataset: str = "synthcc") -> Path:
+def make_checkpoint(
+    run_dir: Path, names=("best", "last"), seed: int = 0, dataset: str = "synthcc", lambda_cam: float = 3.0
+) -> Path:
     import torch
 
     from differ_core.checkpoint import save_checkpoint
@@ -61,7 +63,7 @@ def make_checkpoint(run_dir: Path, names=("best", "last"), seed: int = 0, datase
 
     cfg = config_from_dict({
         "data": {"dataset": dataset, "img_size": list(IMG)},
-        "model": {"backbone": "vit_tiny_patch16_224", "drop_path": 0.0,
+        "model": {"backbone": "vit_tiny_patch16_224", "drop_path": 0.0, "lambda_cam": lambda_cam,
                   "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}},
         "losses": ["id", "triplet"],
         "run": {"name": run_dir.name, "seed": seed, "eval_batch_size": 16},

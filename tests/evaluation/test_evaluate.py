@@ -123,16 +123,27 @@ def test_cli_table_and_compare(tiny_work, capsys):
     assert not (tiny_work / "runs" / "r2" / "metrics.json").exists()  # --compare does not write into RUN2
     assert main(["--workdir", str(tiny_work), "evaluate", "--checkpoint", "x.pt"]) == 2
     assert "needs --dataset" in capsys.readouterr().err
+    assert main(["--workdir", str(tiny_work), "evaluate"]) == 2
+    assert "give --run R, or --checkpoint C --dataset D" in capsys.readouterr().err
+    assert main(["--workdir", str(tiny_work), "evaluate", "--run", "r1", "--checkpoint", "nope"]) == 2
+    assert "nope.pt: checkpoint not found" in capsys.readouterr().err
 
 
-def test_onnx_export_matches_torch(tiny_work, tmp_path):
+@pytest.mark.parametrize("lambda_cam", [3.0, 0.0])
+def test_onnx_export_matches_torch(tiny_work, tmp_path, lambda_cam):
     import onnxruntime as ort
     import torch
 
     from differ_core.export_onnx import export_onnx
     from differ_core.model import load_model_for_inference
 
+    from .conftest import make_checkpoint
+
     ckpt = tiny_work / "runs" / "r1" / "checkpoints" / "best.pt"
+    if lambda_cam == 0:  # no camera embedding: camids stays an input of the graph
+        ckpt = (
+            make_checkpoint(tmp_path / "nocam", names=("last",), lambda_cam=0.0) / "checkpoints" / "last.pt"
+        )
     path = export_onnx(ckpt, tmp_path / "m.onnx")
     model, _cfg, info = load_model_for_inference(ckpt)
     x = torch.randn(5, 3, *info["img_size"])  # another batch size than the export's
@@ -140,6 +151,7 @@ def test_onnx_export_matches_torch(tiny_work, tmp_path):
     with torch.no_grad():
         ref = model(x, cams).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["images", "camids"]
     (got,) = sess.run(["features"], {"images": x.numpy(), "camids": cams.numpy()})
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     meta = sess.get_modelmeta().custom_metadata_map
