@@ -51,7 +51,13 @@ def problems(draw):
     return dist, ids, mode, ignore_camera, max_rank, chunk
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=3000,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(problems())
 def test_equals_per_query_loop(problem):
     dist, ids, mode, ignore_camera, max_rank, chunk = problem
