@@ -25,14 +25,16 @@ def test_paper_settings_per_dataset():
     ltcc, prcc, celeb = (load_config(CONFIGS / f) for f in ("ltcc.yaml", "prcc.yaml", "celeb_light.yaml"))
     for c in (ltcc, prcc, celeb):
         assert c.model.backbone == "eva02_large_patch14_clip_224" and tuple(c.data.img_size) == (224, 224)
-        assert (c.optim.name, c.optim.momentum, c.optim.weight_decay, c.optim.bias_lr_factor) == ("sgd", 0.9, 0.05, 2)
+        o = c.optim
+        assert (o.name, o.momentum, o.weight_decay, o.bias_lr_factor) == ("sgd", 0.9, 0.05, 2)
         assert (c.schedule.epochs, c.schedule.warmup_epochs, c.run.amp) == (60, 20, "fp16")
         assert c.losses.logit_scale == 1.0 and c.model.lambda_cam == 3.0
     assert ltcc.text.non_bio == ["hairstyle", "clothing"] and ltcc.text.encoder == "open_clip:EVA02-B-16"
     assert (ltcc.sampler.P, ltcc.sampler.K, ltcc.optim.lr) == (4, 2, 2e-6)
     assert prcc.text.non_bio == ["hairstyle"] and prcc.text.bio_source == "summary"
     assert (prcc.sampler.P, prcc.sampler.K, prcc.text.encoder) == (4, 4, "open_clip:EVA02-L-14")
-    assert celeb.text.non_bio == ["clothing"] and celeb.optim.lr == 2e-5 and celeb.text.encoder.endswith("E-14")
+    assert celeb.text.non_bio == ["clothing"] and celeb.optim.lr == 2e-5
+    assert celeb.text.encoder == "open_clip:EVA02-E-14"
 
 
 def test_ablation_overlays_change_only_what_they_name():
@@ -42,7 +44,8 @@ def test_ablation_overlays_change_only_what_they_name():
     assert baseline.losses.label_smoothing == base.losses.label_smoothing  # the shorthand keeps the weights
     assert baseline.model == base.model and baseline.optim == base.optim
     assert load_config(CONFIGS / "ablations" / "bio_only.yaml").losses.use == ["id", "triplet", "bio"]
-    assert load_config(CONFIGS / "ablations" / "nbdetach_only.yaml").losses.use == ["id", "triplet", "nbdetach"]
+    nb_only = load_config(CONFIGS / "ablations" / "nbdetach_only.yaml")
+    assert nb_only.losses.use == ["id", "triplet", "nbdetach"]
     assert load_config(CONFIGS / "ablations" / "clothing_only.yaml").text.non_bio == ["clothing"]
     assert len(load_config(CONFIGS / "ablations" / "all_nonbio.yaml").text.non_bio) == 5
     assert load_config(CONFIGS / "synthcc.yaml", ["losses=[id,triplet]"]).losses.use == ["id", "triplet"]
