@@ -209,10 +209,11 @@ class _MatrixRows:
         return self.m[start:stop]
 
 
-def distance_source(q: EvalSet, g: EvalSet, rerank: RerankOptions | None = None):
-    """Distances of ``q`` to ``g``: chunked Euclidean of normalised features, or the re-ranked matrix."""
+def distance_source(q: EvalSet, g: EvalSet, rerank: RerankOptions | None = None, device: str | None = None):
+    """Distances of ``q`` to ``g``: chunked Euclidean of normalised features (computed on ``device``, default
+    CPU), or the re-ranked matrix."""
     if rerank is None:
-        return FeatureDistance(q.feats, g.feats, normalize=True)
+        return FeatureDistance(q.feats, g.feats, normalize=True, device=device)
     from differ_core.rerank import rerank_features
 
     return _MatrixRows(rerank_features(q.feats, g.feats, rerank.k1, rerank.k2, rerank.lambda_value))
@@ -249,6 +250,7 @@ def evaluate_protocol(
     seed: int = 0,
     max_rank: int = 50,
     sets: dict[tuple[str, bool], EvalSet] | None = None,
+    device: str | None = None,
 ) -> ProtocolResult:
     """Metrics of one protocol; single-shot protocols average ``single_shot_trials`` seeded trials."""
     cache = sets if sets is not None else {}
@@ -262,14 +264,14 @@ def evaluate_protocol(
     q, g = get(protocol.query_split), get(protocol.gallery_split)
     kw = dict(mode=protocol.mode, ignore_camera=protocol.ignore_camera, max_rank=max_rank)
     if protocol.single_shot_trials <= 0:
-        dist = distance_source(q, g, rerank)
+        dist = distance_source(q, g, rerank, device)
         res = evaluate_ranking(dist, q.pids, g.pids, q.camids, g.camids, q.clothes, g.clothes, **kw)
         return ProtocolResult(protocol, res, q, g, dist)
     rng = np.random.default_rng(seed)
     runs = []
     for _ in range(protocol.single_shot_trials):
         gs = g.subset(_single_shot_gallery(g, rng))
-        dist = distance_source(q, gs, rerank)
+        dist = distance_source(q, gs, rerank, device)
         runs.append(evaluate_ranking(dist, q.pids, gs.pids, q.camids, gs.camids, q.clothes, gs.clothes, **kw))
     mean = RankingResult(
         cmc=np.mean([r.cmc for r in runs], axis=0),
@@ -292,6 +294,7 @@ def evaluate_protocols(
     rerank: RerankOptions | None = None,
     seed: int = 0,
     max_rank: int = 50,
+    device: str | None = None,
 ) -> tuple[dict[str, ProtocolResult], dict[str, str]]:
     """``({name: result}, {skipped optional protocol: reason})`` for ``features`` row-aligned with ``manifest``.
 
@@ -308,7 +311,14 @@ def evaluate_protocols(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over all-skipped queries
                 results[p.name] = evaluate_protocol(
-                    manifest, features, p, rerank=rerank, seed=seed, max_rank=max_rank, sets=sets
+                    manifest,
+                    features,
+                    p,
+                    rerank=rerank,
+                    seed=seed,
+                    max_rank=max_rank,
+                    sets=sets,
+                    device=device,
                 )
         except EvaluationInputError as exc:
             if p.required or "no query has a good gallery match" not in str(exc):
