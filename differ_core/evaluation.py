@@ -254,9 +254,10 @@ def _stable_ranks(d: np.ndarray, rows: np.ndarray, cols: np.ndarray, counts: np.
     pad[rows, within] = v
     st, pt = torch.from_numpy(s), torch.from_numpy(pad)
     lo = torch.searchsorted(st, pt, right=False).numpy()[rows, within]
-    hi = torch.searchsorted(st, pt, right=True).numpy()[rows, within]
     rank = lo.astype(np.int64)
-    tied = np.nonzero(hi - lo > 1)[0]
+    # s[row, lo] == v (v is in its row); another equal value exists iff the next sorted value equals v too
+    nxt = np.minimum(rank + 1, d.shape[1] - 1)
+    tied = np.nonzero((rank + 1 < d.shape[1]) & (s[rows, nxt] == v))[0]
     if tied.size:
         g = d.shape[1]
         step = max(1, chunk_elements // max(1, g))
