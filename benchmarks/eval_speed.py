@@ -20,27 +20,30 @@ memory is its own: ``peak`` is max(tracemalloc peak, growth of the peak RSS) whi
 Times are the best of ``--repeat`` runs (the large size: one run). ``max |diff|`` is the largest difference of
 any CMC value or mAP from the loop's (LTCC, PRCC; large: on its first 1,000 queries against the whole gallery).
 
-Recorded 2026-11-25 on the project's shared 2-core, 24 GiB machine while other jobs ran (load average 5-9, so
-absolute times are inflated and noisy; the ratios are the point)::
+Recorded 2026-11-25 on the project's shared 2-core, 24 GiB machine while other jobs ran (load average 3-9, so
+absolute times are inflated and noisy; the ratios are the point). LTCC/PRCC (load ~3.5)::
 
     size                         mode              method      time   vs ours     peak  max |diff|
-    ltcc (493 x 7,050)           general           ours       0.109s    1.00x   30 MiB
-                                                   loop       3.075s   28.23x   27 MiB    0.00e+00
-                                                   argsort    0.202s    1.85x   27 MiB
-    ltcc                         clothes_changing  ours       0.126s    1.00x   30 MiB
-                                                   loop       2.973s   23.62x   27 MiB    1.11e-16
-    prcc (3,873 x 3,384)         general           ours       0.396s    1.00x   68 MiB
-                                                   loop      12.206s   30.79x  102 MiB    0.00e+00
-                                                   argsort    0.848s    2.14x  102 MiB
-    prcc                         clothes_changing  ours       0.582s    1.00x  103 MiB
-                                                   loop      20.995s   36.06x  102 MiB    0.00e+00
+    ltcc (493 x 7,050)           general           ours       0.047s    1.00x   30 MiB
+                                                   loop       1.187s   25.20x   27 MiB    0.00e+00
+                                                   argsort    0.078s    1.66x   27 MiB
+    ltcc                         clothes_changing  ours       0.039s    1.00x   30 MiB
+                                                   loop       1.239s   31.53x   27 MiB    1.11e-16
+    prcc (3,873 x 3,384)         general           ours       0.185s    1.00x  103 MiB
+                                                   loop       5.752s   31.09x  102 MiB    0.00e+00
+                                                   argsort    0.286s    1.54x  102 MiB
+    prcc                         clothes_changing  ours       0.181s    1.00x  103 MiB
+                                                   loop       7.131s   39.37x  102 MiB    0.00e+00
+
+Large gallery (load 5-9; measured before the single-searchsorted change, which only makes ours faster)::
+
     large (20,000 x 100,000)     general           ours     167.6s      1.00x  178 MiB   (1,000-query check
                                                    argsort  277.1s      1.65x  115 MiB    vs loop: 4.4e-16)
                                                    distance  93.1s      0.56x  130 MiB
                                                    loop     skipped: needs 22.35 GiB
     large                        clothes_changing  ours     209.2s      1.00x  131 MiB   (check: 0.0)
 
-ours / bare argsort: LTCC 0.54 (general) and 0.62 (CC), PRCC 0.47 and 0.69, large 0.60 and 0.76 (argsort of the
+ours / bare argsort: LTCC 0.60 (general) and 0.50 (CC), PRCC 0.65 and 0.63, large 0.60 and 0.76 (argsort of the
 same chunks, distance computation included: 93 s of it).
 """
 
