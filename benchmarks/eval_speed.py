@@ -35,16 +35,16 @@ absolute times are inflated and noisy; the ratios are the point). LTCC/PRCC (loa
     prcc                         clothes_changing  ours       0.181s    1.00x  103 MiB
                                                    loop       7.131s   39.37x  102 MiB    0.00e+00
 
-Large gallery (load 5-9; measured before the single-searchsorted change, which only makes ours faster)::
+Large gallery (load ~3.7)::
 
-    large (20,000 x 100,000)     general           ours     167.6s      1.00x  178 MiB   (1,000-query check
-                                                   argsort  277.1s      1.65x  115 MiB    vs loop: 4.4e-16)
-                                                   distance  93.1s      0.56x  130 MiB
+    large (20,000 x 100,000)     general           ours      59.4s      1.00x  109 MiB   (1,000-query check
+                                                   argsort   99.9s      1.68x  193 MiB    vs loop: 4.4e-16)
+                                                   distance  37.1s      0.62x  137 MiB
                                                    loop     skipped: needs 22.35 GiB
-    large                        clothes_changing  ours     209.2s      1.00x  131 MiB   (check: 0.0)
+    large                        clothes_changing  ours      59.6s      1.00x  147 MiB   (check: 0.0)
 
-ours / bare argsort: LTCC 0.60 (general) and 0.50 (CC), PRCC 0.65 and 0.63, large 0.60 and 0.76 (argsort of the
-same chunks, distance computation included: 93 s of it).
+ours / bare argsort: LTCC 0.60 (general) and 0.50 (CC), PRCC 0.65 and 0.63, large 0.59 and 0.60 (argsort of the
+same chunks, distance computation included: 37 s of it). The loop is 25-39x slower than ours.
 """
 
 from __future__ import annotations
