@@ -17,18 +17,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_cpu_run_has_disjoint_batches(toy, tmp_path):
+def test_two_process_cpu_run_has_disjoint_batches(toy, tmp_path, monkeypatch, capsys):
+    """``differ train --processes 2`` → flows.launch.accelerate_command + run_streaming → 2 gloo ranks."""
     from differ_core.model import load_model_for_inference
-    from flows.launch import accelerate_command, run_streaming
+    from flows.cli import main
 
     cfg = toy_config(toy, tmp_path / "run", run={"debug_batches": True, "val_ids": 0.0, "threads": 1},
                      schedule={"epochs": 2})  # fmt: skip
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    cmd, env = accelerate_command(cfg_file, 2, main_process_port=_free_port(), cpu=True)
-    lines: list[str] = []
-    run_streaming(cmd, env={**env, "OMP_NUM_THREADS": "1"}, log=lines.append)
-    assert any("on 2 process(es)" in line for line in lines), lines[-20:]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["train", "--config", str(cfg_file), "--processes", "2", "--main-process-port", str(_free_port())]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "accelerate.commands.launch --multi_gpu --num_processes 2" in out and "on 2 process(es)" in out
+    assert (tmp_path / "run" / "launch_config.yaml").exists()
 
     per_rank: dict[int, dict[int, tuple[int, list[str]]]] = {}
     for rank in (0, 1):
