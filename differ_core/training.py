@@ -190,9 +190,12 @@ def train(cfg: TrainConfig) -> Path:
     mean, std = model_mean_std(cfg, model)
     if device.type == "cuda" and cfg.model.channels_last and model.kind == "generic":
         model = model.to(memory_format=torch.channels_last)
-    sampler = IdentityBatchSampler(
-        data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, world, rank
-    )
+    try:
+        sampler = IdentityBatchSampler(
+            data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, world, rank
+        )
+    except ValueError as exc:
+        raise DifferError(f"{cfg.data.dataset}: {exc}; lower sampler.P or run.val_ids") from None
     spe = len(sampler)
     if spe == 0:
         raise DifferError(

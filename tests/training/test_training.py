@@ -119,3 +119,9 @@ def test_checkpoint_of_another_architecture_is_refused(run_a, toy, tmp_path):
     )  # fmt: skip
     with pytest.raises(DifferError, match="another architecture or dataset.*backbone: checkpoint 'vit_tiny"):
         train(TrainConfig.model_validate(other))
+
+
+def test_more_identities_per_batch_than_the_data_has_is_a_clear_error(toy, tmp_path):
+    cfg = TrainConfig.model_validate(toy_config(toy, tmp_path / "run", sampler={"P": 7, "K": 2}))
+    with pytest.raises(DifferError, match="sampler.P=7 identities per batch but the training set has only 6"):
+        train(cfg)
