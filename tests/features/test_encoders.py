@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_models import CORPUS, build_tiny_hf_clip, build_tiny_open_clip
+from feature_tiny_models import CORPUS, build_tiny_hf_clip, build_tiny_open_clip
 
 from captions.encoders import encoder_fingerprint, load_encoder, minilm_dir, parse_spec
 from differ_core.errors import ConfigError

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import manifest, write_captions, write_manifest, write_summaries
+from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
 from captions.features import caption_sha, encode_dataset, feature_status
 from captions.perspectives import SUMMARY_PERSPECTIVE
@@ -124,7 +124,7 @@ def test_a_killed_run_resumes_without_reencoding(ws, counting):
 
 
 def test_features_of_another_dimension_are_refused(ws, counting, tmp_path):
-    from tiny_models import build_tiny_open_clip
+    from feature_tiny_models import build_tiny_open_clip
 
     from captions.encoders import load_encoder
 
@@ -140,7 +140,7 @@ def test_features_of_another_dimension_are_refused(ws, counting, tmp_path):
 
 
 def counting_like(inner, spec):
-    from conftest import CountingEncoder
+    from feature_helpers import CountingEncoder
 
     return CountingEncoder(inner, spec=spec)
 

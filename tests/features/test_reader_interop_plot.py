@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import manifest, write_captions, write_manifest, write_summaries
+from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
 from captions.feature_reader import load_text_features
 from captions.features import encode_dataset

@@ -99,3 +99,24 @@ def write_manifest(workdir: Path, dataset: str, df: pd.DataFrame) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path, index=False)
     return path
+
+
+class CountingEncoder:
+    """Wraps a real TextEncoder: records every string it is asked to encode; can fail after N calls (a kill)."""
+
+    def __init__(self, inner, spec: str | None = None, fail_after: int | None = None) -> None:
+        self.inner = inner
+        self.spec = spec or inner.spec
+        self.dim = inner.dim
+        self.fingerprint = inner.fingerprint
+        self.batch_size = inner.batch_size
+        self.fail_after = fail_after
+        self.calls = 0
+        self.seen: list[str] = []
+
+    def encode(self, texts, batch_size=None, progress=False):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.calls += 1
+        self.seen.extend(texts)
+        return self.inner.encode(texts, batch_size=batch_size)
