@@ -72,8 +72,13 @@ def create_backbone(mcfg: ModelConfig, img_size: tuple[int, int]) -> nn.Module:
             return timm.create_model(mcfg.backbone, **{**attempt, **kwargs})
         except TypeError as exc:
             if "unexpected keyword" not in str(exc) and "got an unexpected" not in str(exc):
-                raise
+                raise ConfigError(f"model.backbone {mcfg.backbone!r} with {kwargs}: {exc}") from exc
             last = exc
+        except (AssertionError, ValueError, RuntimeError) as exc:  # timm checks its kwargs with asserts
+            raise ConfigError(
+                f"model.backbone {mcfg.backbone!r} cannot be built with model.backbone_kwargs "
+                f"{mcfg.backbone_kwargs} ({type(exc).__name__}: {exc}); check those keys for this architecture"
+            ) from exc
     raise ConfigError(f"model.backbone {mcfg.backbone!r}: cannot be created with {kwargs} ({last})")
 
 
