@@ -4,8 +4,8 @@ Captions: the current SynthCC captions of every perspective (attributes captione
 workspace unless ``--workdir``/``--dataset`` name existing ones). Both strategies run in the same process on the
 same rows with the same encoder; the vectors are checked to agree.
 
-    python benchmarks/encode_speed.py                       # minilm, SynthCC "small", up to 2000 rows
-    python benchmarks/encode_speed.py --max-rows 0 --device cuda --encoder open_clip:EVA02-L-14@/w/eva02_l.pt
+    python benchmarks/encode_throughput.py                       # minilm, SynthCC "small", up to 2000 rows
+    python benchmarks/encode_throughput.py --max-rows 0 --device cuda --encoder open_clip:EVA02-L-14@/w/eva02_l.pt
 """
 
 from __future__ import annotations
