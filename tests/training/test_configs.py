@@ -15,7 +15,12 @@ from .conftest import toy_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+PIPELINES = CONFIGS / "pipelines"  # pipeline options (flows.config.PipelineConfig), not training configs
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in CONFIGS.rglob("*.yaml") if PIPELINES not in p.parents), ids=lambda p: p.name
+)
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert cfg.text.perspectives[0] == "biometrics"
@@ -77,3 +82,10 @@ def test_differ_train_command(toy, tmp_path, capsys):
     assert main(["train", "--config", str(f), "model.lambda=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown key 'model.lambda'" in err and "lambda_cam" in err
+
+
+@pytest.mark.parametrize("path", sorted(PIPELINES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_pipeline_options_file_validates(path):
+    from flows.config import load_pipeline_config
+
+    assert load_pipeline_config(path).dataset == "synthcc"
