@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from differ_core.device import pick_device
 from differ_core.errors import ConfigError
 from differ_core.fingerprint import sha256_json
 
@@ -95,18 +96,6 @@ def encoder_fingerprint(spec: str) -> str:
             parts.append(_path_stats(p))
     return sha256_json(parts, 16)
 
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when available (then ``mps``), else ``cpu``."""
-    if device:
-        return str(device)
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def default_batch_size(device: str, n_params: int = 0) -> int:

@@ -96,7 +96,8 @@ class HFSummarizer:
         if self._loaded is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            from captions.backends.hf import pick_device, pick_dtype
+            from captions.backends.hf import pick_dtype
+            from differ_core.device import pick_device
 
             device = pick_device(self._device)
             try:

@@ -127,7 +127,7 @@ def evaluate_loaded(
         flip=flip, device=device, progress=progress, desc=f"{dataset} features",
     )  # fmt: skip
     rr = RerankOptions(rerank_k1, rerank_k2, rerank_lambda) if rerank else None
-    from differ_core.extract import pick_device
+    from differ_core.device import pick_device
 
     results, skipped = evaluate_protocols(
         rows, feats, protocols, rerank=rr, seed=seed, max_rank=MAX_RANK, device=pick_device(device)

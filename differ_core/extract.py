@@ -19,20 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from differ_core.device import pick_device
 from differ_core.errors import DataError
-
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when available, else ``mps`` when available, else ``cpu``."""
-    import torch
-
-    if device:
-        return str(device)
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def load_image(path: str, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]):

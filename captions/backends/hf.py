@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_dir_fingerprint
+from differ_core.device import pick_device
 from differ_core.errors import ConfigError, DifferError
 
 if TYPE_CHECKING:
@@ -23,18 +24,6 @@ if TYPE_CHECKING:
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
-
-def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when available, else ``mps``, else ``cpu``."""
-    import torch
-
-    if device:
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def pick_dtype(device: str):
