@@ -215,6 +215,11 @@ def _pieces(perspective: str, v: dict[str, str | None], variant: int) -> list[st
     return [_phrase(c, x, variant) for c, x in v.items() if x]
 
 
+def attributes_captioner_name(noise: float, seed: int = 0) -> str:
+    """The ``captioner`` column value of the attributes captioner (cheap: reads nothing)."""
+    return f"attributes:noise={float(noise):g}" + (f",seed={int(seed)}" if seed else "")
+
+
 class AttributesCaptioner:
     """Captions from ``Workspace.attributes(dataset)`` (SynthCC's ground truth), no model involved."""
 
@@ -259,8 +264,7 @@ class AttributesCaptioner:
         colours = sorted({x for c in COLOUR_COLUMNS for x in self.vocab[c]})
         for c in COLOUR_COLUMNS:  # a wrong colour may come from any colour column
             self.vocab[c] = colours
-        noise_txt = f"{self.noise:g}"
-        self.name = f"attributes:noise={noise_txt}" + (f",seed={self.seed}" if self.seed else "")
+        self.name = attributes_captioner_name(self.noise, self.seed)
         self.fingerprint = sha256_json(
             [TEMPLATES_VERSION, self.noise, self.seed, frame_fingerprint(table[cols].astype(str))], 16
         )

@@ -21,14 +21,18 @@ def manifest_ok(p: dict[str, Any]) -> bool:
 
 def caption_ok(p: dict[str, Any]) -> bool:
     """The perspective's current captions are those of this prompt and this captioner (noise included)."""
-    from captions.backends import make_captioner
-
     current = Workspace.at(p["workdir"]).captions_current(p["dataset"])
     entry = json.loads(current.read_text()).get(p["perspective"], {})
     if entry.get("prompt_id") != p["prompt_id"] or not entry.get("fingerprint"):
         return False
-    captioner = make_captioner(p["captioner"], workdir=p["workdir"], dataset=p["dataset"], noise=p["noise"])
-    return entry.get("captioner") == captioner.name
+    if p["captioner"] == "attributes":  # its name carries the noise rate
+        from captions.attributes_captioner import attributes_captioner_name
+
+        expected = attributes_captioner_name(p["noise"])
+    else:  # hf:<dir> / vllm:<dir> name themselves after the model folder (backends/hf.py, vllm.py)
+        backend, _, loc = p["captioner"].partition(":")
+        expected = f"{backend}:{Path(loc).resolve().name}"
+    return entry.get("captioner") == expected
 
 
 def summarize_ok(p: dict[str, Any]) -> bool:
