@@ -115,14 +115,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+DIFFER_BACKBONE_PREFIX = "backbone."
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Load a local weights file into a timm backbone; returns ``{"missing": [...], "unexpected": [...]}``.
 
     timm's own ``checkpoint_filter_fn`` of the model's module runs first (it resamples position embeddings to
-    the training grid and converts EVA-CLIP / open_clip visual checkpoints). Classifier weights and tensors whose
+    the training grid and converts EVA-CLIP / open_clip visual checkpoints). A differ checkpoint
+    (``checkpoints/last.pt`` of another run) gives its backbone. Classifier weights and tensors whose
     shape differs are skipped and reported. A file that matches almost nothing is refused.
     """
     sd = read_state_dict(path)
+    own = backbone.state_dict()
+    if not any(k in own for k in sd) and any(k.startswith(DIFFER_BACKBONE_PREFIX) for k in sd):
+        # a differ checkpoint (e.g. `differ train` on another dataset): its backbone is the pre-training
+        sd = {k[len(DIFFER_BACKBONE_PREFIX) :]: v for k, v in sd.items() if k.startswith(DIFFER_BACKBONE_PREFIX)}
     module = sys.modules.get(type(backbone).__module__)
     filt = getattr(module, "checkpoint_filter_fn", None)
     if filt is not None:
@@ -130,7 +138,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
             sd = filt(sd, backbone)
         except Exception as exc:  # noqa: BLE001 - fall back to the raw keys, reported below
             log.warning("timm checkpoint_filter_fn failed on %s (%s); loading raw keys", path, exc)
-    own = backbone.state_dict()
     usable: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     for k, v in sd.items():

@@ -120,6 +120,18 @@ def test_pretrained_weights_from_pt_and_safetensors(tmp_path):
     assert any(k.startswith("head") for k in rep["unexpected"])
 
 
+def test_pretrained_from_a_differ_checkpoint_takes_its_backbone(tmp_path):
+    torch.manual_seed(0)
+    src = build_model(_cfg(), num_classes=7, num_cameras=4, text_dim=8)
+    torch.save({"format": 1, "model": src.state_dict(), "epoch": 3}, tmp_path / "last.pt")
+    torch.manual_seed(1)
+    m = build_model(_cfg({"pretrained": str(tmp_path / "last.pt")}), num_classes=5, num_cameras=3, text_dim=8)
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(m.backbone.state_dict()[k], v), k
+    # only the backbone: the new run's heads and camera embedding keep their own shapes and init
+    assert m.classifier.weight.shape[0] == 5 and m.camera_embed.shape[0] == 3
+
+
 def test_wrong_weights_are_refused_clearly(tmp_path):
     import timm
 
