@@ -51,10 +51,26 @@ def resolve_training(cfg: PipelineConfig, workdir: str) -> dict[str, Any]:
     return train_cfg.model_dump(mode="json")
 
 
+def pretrained_fingerprint(train_cfg: dict[str, Any]) -> str | None:
+    """``model.pretrained``'s identity as (resolved path, size, mtime): replaced weights give a new run."""
+    path = (train_cfg.get("model") or {}).get("pretrained")
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return f"missing:{p}"  # the trainer reports it with the fix
+    st = p.stat()
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def run_name_for(train_cfg: dict[str, Any], features_fp: str, manifest_fp: str) -> str:
-    """A run per (config, inputs): changed captions or settings start a new run and keep the old one."""
+    """A run per (config, inputs, pre-trained weights): a change starts a new run and keeps the old one."""
     base = train_cfg.get("run", {}).get("name") or "run"
-    return f"{base}-{sha256_json([train_cfg, features_fp, manifest_fp], 8)}"
+    inputs: list[Any] = [train_cfg, features_fp, manifest_fp]
+    weights = pretrained_fingerprint(train_cfg)
+    if weights is not None:  # runs without pre-trained weights keep their names
+        inputs.append(weights)
+    return f"{base}-{sha256_json(inputs, 8)}"
 
 
 def launch_options(cfg: PipelineConfig) -> dict[str, Any]:

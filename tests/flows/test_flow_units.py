@@ -102,3 +102,20 @@ def test_cli_unknown_pipeline_yaml_is_one_line_error(tmp_path, capsys):
     rc = main(["--workdir", str(tmp_path), "run", "--config", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "missing.yaml" in err
+
+
+def test_run_name_changes_when_the_pretrained_weights_are_replaced(tmp_path):
+    import os
+
+    from flows.stage_calls import run_name_for
+
+    plain = {"run": {"name": "r"}, "model": {"pretrained": None}}
+    assert run_name_for(plain, "f", "m") == run_name_for(dict(plain), "f", "m")
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"a" * 10)
+    cfg = {"run": {"name": "r"}, "model": {"pretrained": str(w)}}
+    first = run_name_for(cfg, "f", "m")
+    assert first == run_name_for(cfg, "f", "m") and first.startswith("r-")
+    w.write_bytes(b"b" * 12)  # re-pre-trained: same path, new file
+    os.utime(w, ns=(1, 1))
+    assert run_name_for(cfg, "f", "m") != first
