@@ -130,7 +130,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
     own = backbone.state_dict()
     if not any(k in own for k in sd) and any(k.startswith(DIFFER_BACKBONE_PREFIX) for k in sd):
         # a differ checkpoint (e.g. `differ train` on another dataset): its backbone is the pre-training
-        sd = {k[len(DIFFER_BACKBONE_PREFIX) :]: v for k, v in sd.items() if k.startswith(DIFFER_BACKBONE_PREFIX)}
+        sd = {
+            k[len(DIFFER_BACKBONE_PREFIX) :]: v for k, v in sd.items() if k.startswith(DIFFER_BACKBONE_PREFIX)
+        }
     module = sys.modules.get(type(backbone).__module__)
     filt = getattr(module, "checkpoint_filter_fn", None)
     if filt is not None:
