@@ -25,14 +25,9 @@ def caption_ok(p: dict[str, Any]) -> bool:
     entry = json.loads(current.read_text()).get(p["perspective"], {})
     if entry.get("prompt_id") != p["prompt_id"] or not entry.get("fingerprint"):
         return False
-    if p["captioner"] == "attributes":  # its name carries the noise rate
-        from captions.attributes_captioner import attributes_captioner_name
+    from captions.backends import captioner_name
 
-        expected = attributes_captioner_name(p["noise"])
-    else:  # hf:<dir> / vllm:<dir> name themselves after the model folder (backends/hf.py, vllm.py)
-        backend, _, loc = p["captioner"].partition(":")
-        expected = f"{backend}:{Path(loc).resolve().name}"
-    return entry.get("captioner") == expected
+    return entry.get("captioner") == captioner_name(p["captioner"], noise=p["noise"])
 
 
 def summarize_ok(p: dict[str, Any]) -> bool:

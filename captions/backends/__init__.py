@@ -52,6 +52,21 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return backend, rest.strip()
 
 
+def model_captioner_name(backend: str, model_dir: str | os.PathLike) -> str:
+    """``backend:<model folder name>`` (symlinks and ``~`` resolved): the ``captioner`` column of hf/vllm."""
+    return f"{backend}:{Path(model_dir).expanduser().resolve().name}"
+
+
+def captioner_name(spec: str, noise: float = 0.0, seed: int = 0) -> str:
+    """The ``captioner`` column that the backend named by ``spec`` writes; builds nothing and reads no file."""
+    backend, loc = parse_spec(spec)
+    if backend == "attributes":
+        from captions.attributes_captioner import attributes_captioner_name
+
+        return attributes_captioner_name(noise, seed)
+    return model_captioner_name(backend, loc)
+
+
 def model_dir_fingerprint(path: str | os.PathLike) -> str:
     """Hash of a model folder's JSON configs (contents) and other files (names + sizes); nothing is loaded."""
     root = Path(path)

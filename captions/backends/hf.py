@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captions.backends import check_model_dir, clean_caption, model_dir_fingerprint
+from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
 from differ_core.device import pick_device
 from differ_core.errors import ConfigError, DifferError
 
@@ -61,7 +61,7 @@ class HFCaptioner:
         self._device = device
         self._dtype = dtype  # "bfloat16" | "float16" | "float32"; None = bf16/fp16 on GPU, fp32 on CPU
         self.max_batch = 0  # 0 = no limit; lowered after a GPU out-of-memory
-        self.name = f"hf:{self.path.resolve().name}"
+        self.name = model_captioner_name("hf", self.path)
         self.fingerprint = model_dir_fingerprint(self.path)
 
     # ------------------------------------------------------------------ loading

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captions.backends import check_model_dir, clean_caption, model_dir_fingerprint
+from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
 from differ_core.errors import ConfigError, DifferError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class VLLMCaptioner:
         self.path: Path = check_model_dir(f"vllm:{model_dir}", model_dir, kind="vlm")
         self.trust_remote_code = trust_remote_code
         self.engine_kwargs = engine_kwargs
-        self.name = f"vllm:{self.path.resolve().name}"
+        self.name = model_captioner_name("vllm", self.path)
         self.fingerprint = model_dir_fingerprint(self.path)
 
     def load(self) -> tuple[Any, Any]:

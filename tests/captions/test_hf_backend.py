@@ -210,3 +210,14 @@ def test_vllm_backend_request_shape_with_a_stand_in_engine(tiny_llava, monkeypat
     assert [r["multi_modal_data"]["image"] for r in calls["requests"]] == images
     assert len({r["prompt"] for r in calls["requests"]}) == 1  # one prompt per batch: a shared prefix
     assert not _CACHE
+
+
+def test_captioner_name_without_building_matches_the_backend(tiny_llava, tmp_path):
+    from captions.backends import captioner_name
+
+    link = tmp_path / "current-vlm"
+    link.symlink_to(tiny_llava, target_is_directory=True)  # a symlinked model folder names the target
+    for spec in (f"hf:{tiny_llava}", f"hf:{link}"):
+        assert captioner_name(spec) == make_captioner(spec).name == f"hf:{tiny_llava.name}"
+    assert captioner_name("attributes", noise=0.2) == "attributes:noise=0.2"
+    assert captioner_name("attributes", noise=0.0, seed=3) == "attributes:noise=0,seed=3"
