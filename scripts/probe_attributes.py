@@ -11,20 +11,19 @@ first and lose the second. ``chance`` is the train split's majority class scored
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+SYNTHCC = "synthcc"
 IDENTITY_TRAITS = ("gender", "skin_tone", "hair_colour", "build", "height")
 CLOTHING = ("top_colour", "top_pattern", "bottom_colour", "bottom_type")
 
 
 def fit_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> float:
     """Accuracy on (x_eval, y_eval) of an L2-regularised multinomial logistic regression fitted on the rest."""
-    classes = np.unique(y_fit)
-    keep = np.isin(y_eval, classes)  # a value never seen while fitting cannot be predicted
+    classes = np.unique(y_fit)  # a test value never seen while fitting is never predicted: it counts as wrong
     mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
     xf = torch.as_tensor((x_fit - mu) / sd, dtype=torch.float32)
     xe = torch.as_tensor((x_eval - mu) / sd, dtype=torch.float32)
@@ -42,7 +41,7 @@ def fit_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, y_eval: 
     opt.step(closure)
     with torch.no_grad():
         pred = classes[lin(xe).argmax(1).numpy()]
-    return float((pred == y_eval)[keep].sum() / len(y_eval))
+    return float((pred == y_eval).mean())
 
 
 def majority(y_fit: np.ndarray, y_eval: np.ndarray) -> float:
@@ -71,39 +70,43 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from differ_core.extract import extract_features
+    from differ_core.io import write_text_atomic
+    from differ_core.workspace import Workspace
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True, help="workspace with manifests/synthcc*.parquet")
+    ap.add_argument(
+        "--workdir", required=True, help="workspace holding the SynthCC manifest and attribute table"
+    )
     ap.add_argument("checkpoints", nargs="+", help="name=path of a checkpoint")
     ap.add_argument("--out", default=None, help="also write the table as markdown here")
     args = ap.parse_args(argv)
 
-    man_dir = Path(args.workdir) / "manifests"
-    manifest = pd.read_parquet(man_dir / "synthcc.parquet")
-    attrs = pd.read_parquet(man_dir / "synthcc.attributes.parquet")
-    parts = {
-        "train": manifest[manifest["split"] == "train"].reset_index(drop=True),
-        "test": manifest[manifest["split"].isin(["query", "gallery"])].reset_index(drop=True),
-    }
-    part_attrs = {
-        k: v[["image_id"]].merge(attrs, on="image_id", how="left", validate="one_to_one") for k, v in parts.items()
-    }
+    ws = Workspace.at(args.workdir)
+    manifest = pd.read_parquet(ws.manifest(SYNTHCC))
+    attrs = pd.read_parquet(ws.attributes(SYNTHCC))
+    is_train = (manifest["split"] == "train").to_numpy()
+    rows_attrs = manifest[["image_id"]].merge(attrs, on="image_id", how="left", validate="one_to_one")
+    fit_attrs, test_attrs = rows_attrs[is_train], rows_attrs[~is_train]  # test = query + gallery
     columns = IDENTITY_TRAITS + CLOTHING
     rows = []
     for spec in args.checkpoints:
         name, _, path = spec.partition("=")
-        feats = {k: extract_features(path, v, progress=False)[0] for k, v in parts.items()}
-        res = probe((feats["train"], part_attrs["train"]), (feats["test"], part_attrs["test"]), columns)
+        feats, _ = extract_features(path, manifest, progress=False)  # one model load, both splits
+        res = probe((feats[is_train], fit_attrs), (feats[~is_train], test_attrs), columns)
         rows.append({"model": name, **{c: 100 * res[c][0] for c in columns}})
-        chance = {c: 100 * res[c][1] for c in columns}
+    chance = {c: 100 * majority(fit_attrs[c].astype(str).to_numpy(), test_attrs[c].astype(str).to_numpy())
+              for c in columns}  # fmt: skip
     table = pd.DataFrame([*rows, {"model": "chance (majority)", **chance}])
     table = table.assign(
-        **{"identity mean": table[list(IDENTITY_TRAITS)].mean(1), "clothing mean": table[list(CLOTHING)].mean(1)}
+        **{
+            "identity mean": table[list(IDENTITY_TRAITS)].mean(1),
+            "clothing mean": table[list(CLOTHING)].mean(1),
+        }
     )
     md = to_markdown(table)
     print(md)
     if args.out:
-        Path(args.out).write_text(md + "\n")
+        write_text_atomic(args.out, md + "\n")
 
 
 if __name__ == "__main__":
