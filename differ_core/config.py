@@ -14,18 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
+from differ_common.perspectives import PERSPECTIVES
 
 LossName = Literal["id", "triplet", "bio", "nbdetach"]
 LOSS_NAMES: tuple[str, ...] = ("id", "triplet", "bio", "nbdetach")
-PERSPECTIVE_NAMES: tuple[str, ...] = (
-    "biometrics",
-    "hairstyle",
-    "clothing",
-    "pose",
-    "interaction",
-    "environment",
-)
 
 
 class _Section(BaseModel):
@@ -77,9 +70,9 @@ class TextConfig(_Section):
     @field_validator("perspectives")
     @classmethod
     def _valid(cls, v: list[str]) -> list[str]:
-        bad = [p for p in v if p not in PERSPECTIVE_NAMES]
+        bad = [p for p in v if p not in PERSPECTIVES]
         if bad:
-            raise ValueError(f"unknown perspectives {bad}; allowed: {list(PERSPECTIVE_NAMES)}")
+            raise ValueError(f"unknown perspectives {bad}; allowed: {list(PERSPECTIVES)}")
         if not v or v[0] != "biometrics":
             raise ValueError("the first perspective must be 'biometrics' (the biometric text)")
         if len(set(v)) != len(v):

@@ -94,7 +94,7 @@ def _hex(colour: str) -> np.ndarray:
 
 
 def _save(fig: Any, out: str | Path, dpi: int) -> Path:
-    from differ_core.io import atomic_path
+    from differ_common.io import atomic_path
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

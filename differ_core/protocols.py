@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 from differ_core.evaluation import (
     EvaluationInputError,
     FeatureDistance,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 # two (Q+G)^2 float32 matrices must fit (2.5 GiB each at the limit); beyond it an error, not an out-of-memory kill
 MAX_ITEMS = 25_000

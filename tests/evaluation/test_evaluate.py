@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from differ_core.errors import DataError, DifferError
+from differ_common.errors import DataError, DifferError
 
 
 def test_evaluate_run_writes_the_contract(tiny_work):

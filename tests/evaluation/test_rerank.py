@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 from differ_core.evaluation import pairwise_distance
 from differ_core.rerank import re_ranking, rerank_features
 
