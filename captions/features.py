@@ -189,16 +189,13 @@ def _read_current_captions(ws: Workspace, dataset: str) -> Any:
 
 def _source_fingerprints(ws: Workspace, dataset: str) -> dict[str, str]:
     """Upstream fingerprints recorded in meta.json: _current.json's per perspective, the summaries file hash."""
-    import json
-
+    from captions.table import read_current_json
     from differ_common.fingerprint import sha256_file
 
     fps: dict[str, str] = {}
-    cur = ws.captions_current(dataset)
-    if cur.is_file():
-        for p, info in json.loads(cur.read_text()).items():
-            if isinstance(info, dict) and "fingerprint" in info:
-                fps[p] = str(info["fingerprint"])
+    for p, info in read_current_json(ws.root, dataset).items():
+        if isinstance(info, dict) and "fingerprint" in info:
+            fps[p] = str(info["fingerprint"])
     if ws.summaries(dataset).is_file():
         fps[SUMMARY_PERSPECTIVE] = sha256_file(ws.summaries(dataset), 16)
     return fps

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from captions.table import read_current_json
 from differ_common.fingerprint import sha256_file, sha256_json
 
 
@@ -50,11 +50,6 @@ def model_dir_fingerprint(spec: str) -> str:
     return sha256_json(items, 16)
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
 def features_fingerprint(
     encoder: str, encoder_fp: str, caption_fps: dict[str, str], summary_fp: str | None
 ) -> str:
@@ -67,7 +62,7 @@ def on_disk(workdir: str, dataset: str, perspectives: list[str], encoder: str) -
     from differ_common.workspace import Workspace
 
     ws = Workspace.at(workdir)
-    current = read_json(ws.captions_current(dataset))
+    current = read_current_json(ws.root, dataset)
     caption_fps = {p: current[p]["fingerprint"] for p in perspectives if p in current}
     summary = ws.summaries(dataset)
     summary_fp = file_fingerprint(summary) if summary.exists() else None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from captions.table import read_current_json
 from differ_common.workspace import Workspace
 
 
@@ -21,8 +21,7 @@ def manifest_ok(p: dict[str, Any]) -> bool:
 
 def caption_ok(p: dict[str, Any]) -> bool:
     """The perspective's current captions are those of this prompt and this captioner (noise included)."""
-    current = Workspace.at(p["workdir"]).captions_current(p["dataset"])
-    entry = json.loads(current.read_text()).get(p["perspective"], {})
+    entry = read_current_json(p["workdir"], p["dataset"]).get(p["perspective"], {})
     if entry.get("prompt_id") != p["prompt_id"] or not entry.get("fingerprint"):
         return False
     from captions.backends import captioner_name

@@ -8,7 +8,6 @@ message (no traceback wall); transient errors (a held lock, a busy or out-of-mem
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.states import Failed
 
+from captions.table import read_current_json
 from differ_common.errors import DifferError
 from differ_common.fingerprint import sha256_file
 from differ_common.workspace import Workspace
@@ -127,7 +127,7 @@ def caption_task(
     )
     generated = int(report.generated.get(perspective, 0))
     logger.info("caption %s: %d rows generated", perspective, generated)
-    current = json.loads(Workspace.at(workdir).captions_current(dataset).read_text())[perspective]
+    current = read_current_json(workdir, dataset)[perspective]
     return {
         "perspective": perspective,
         "fingerprint": current["fingerprint"],
