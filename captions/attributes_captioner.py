@@ -290,8 +290,3 @@ class AttributesCaptioner:
                 f"{self.path}: no attributes for {len(lacking)} image(s), e.g. {lacking[:3]}; rebuild with "
                 "`differ manifest synthcc`"
             )
-
-
-def attribute_table_columns() -> list[str]:
-    """The columns the attributes captioner reads (a subset of the SynthCC attribute table)."""
-    return list(REQUIRED_COLUMNS)

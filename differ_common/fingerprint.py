@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 
@@ -24,20 +23,6 @@ def sha256_file(path: str | os.PathLike, n: int | None = None, chunk: int = 1 <<
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    d = h.hexdigest()
-    return d[:n] if n else d
-
-
-def sha256_tree(folder: str | os.PathLike, pattern: str = "*.parquet", n: int | None = None) -> str:
-    """Hash of every file matching ``pattern`` below ``folder`` (relative names + contents); temp files excluded."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    if folder.exists():
-        for p in sorted(folder.rglob(pattern)):
-            if p.name.startswith(".tmp-"):
-                continue
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(sha256_file(p).encode())
     d = h.hexdigest()
     return d[:n] if n else d
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -201,7 +200,3 @@ def evaluate_task(run_dir: str, checkpoint_fp: str, manifest_fp: str, options: d
 
     out = run_evaluation(run_dir, options)
     return {"run_dir": run_dir, **{k: str(v) for k, v in out.items()}}
-
-
-def path_exists(p: str | None) -> bool:
-    return bool(p) and Path(p).exists()

@@ -15,7 +15,6 @@ dataset manifest, and writes into the run folder:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ class Evaluation:
     """Everything one evaluation produced (``metrics`` is what ``metrics.json`` holds)."""
 
     metrics: dict[str, Any]
-    results: dict[str, Any]  # protocol name -> differ_core.protocols.ProtocolResult
+    results: dict[str, Any]  # protocol name -> differ_core.evaluation.protocols.ProtocolResult
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -117,8 +116,8 @@ def evaluate_loaded(
     plot_queries: list[str] | None = None,
 ) -> Evaluation:
     """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files."""
+    from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
     from differ_core.extract import extract_with_model
-    from differ_core.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
 
     protocols = protocols_from_manifest(manifest, single_shot=single_shot)
     rows = _eval_rows(manifest, protocols)
@@ -383,13 +382,3 @@ def compare_pictures(
             curves, out_dir / "cmc_compare.png", title=f"{la} (dashed) vs {lb} (solid)", styles=styles
         )
     return files
-
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    """A metrics.json (or the one in a run folder)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "metrics.json"
-    if not p.is_file():
-        raise DifferError(f"{p}: no metrics.json; evaluate the run first (`differ evaluate --run ...`)")
-    return json.loads(p.read_text())
