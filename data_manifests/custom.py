@@ -27,6 +27,7 @@ from data_manifests._common import (
     examples,
     finish,
 )
+from data_manifests.registry import register_dataset
 from data_manifests.schema import SPLITS
 from differ_common.errors import DataError
 
@@ -62,6 +63,7 @@ def _int(value: str, csv_path: Path, line: int, column: str) -> int:
     return int(v)
 
 
+@register_dataset("custom", "a CSV with columns path,split,pid,camid,clothes_id")
 def build(root: str | os.PathLike | None, on_bad_image: str = "error") -> pd.DataFrame:
     """The manifest of a custom CSV dataset (see the module docstring)."""
     check_mode(on_bad_image)

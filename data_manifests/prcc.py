@@ -29,6 +29,7 @@ from data_manifests._common import (
     require_dir,
     require_root,
 )
+from data_manifests.registry import register_dataset
 from differ_common.errors import DataError
 
 NAME = "prcc"
@@ -54,6 +55,7 @@ def _identity_folders(folder: Path) -> list[tuple[int, Path]]:
     return [(int(d.name), d) for d in dirs]
 
 
+@register_dataset("prcc", "prcc/rgb/{train,val}/<pid>/{A,B,C}_*.jpg, prcc/rgb/test/{A,B,C}/<pid>/*.jpg")
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The PRCC manifest; ``root`` holds ``prcc/`` (or is ``prcc``, the folder holding ``rgb/``)."""
     check_mode(on_bad_image)

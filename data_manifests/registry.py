@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,65 +12,56 @@ from typing import Any
 import pandas as pd
 
 from differ_common.errors import ConfigError, DataError
+from differ_common.registry import Registry
 
 _REAL_OPTIONS = ("on_bad_image",)
-_SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
+SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One dataset: its adapter module (``build(root, ...)``), the layout it expects and its options."""
+    """One dataset: its adapter's ``build(root, **options)``, the layout it expects and its options."""
 
     name: str
-    module: str
+    builder: Callable[..., pd.DataFrame]
     layout: str
     options: tuple[str, ...] = _REAL_OPTIONS
     generated: bool = False
 
     def build(self, root: str | os.PathLike | None, **options: Any) -> pd.DataFrame:
-        return importlib.import_module(self.module).build(root, **options)
+        return self.builder(root, **options)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "ltcc": DatasetInfo(
-        "ltcc", "data_manifests.ltcc", "LTCC_ReID/{train,query,test}/<pid>_<outfit>_c<cam>_*.png"
-    ),
-    "prcc": DatasetInfo(
-        "prcc",
-        "data_manifests.prcc",
-        "prcc/rgb/{train,val}/<pid>/{A,B,C}_*.jpg, prcc/rgb/test/{A,B,C}/<pid>/*.jpg",
-    ),
-    "celeb-light": DatasetInfo(
-        "celeb-light",
-        "data_manifests.celeb_light",
-        "Celeb-reID-light/{train,query,gallery}/<pid>_<idx>_<n>.jpg",
-    ),
-    "ccvid": DatasetInfo(
-        "ccvid",
-        "data_manifests.ccvid",
-        "CCVID/{train,query,gallery}.txt + CCVID/<session>/<pid>_<cam>/<frames>",
-    ),
-    "custom": DatasetInfo(
-        "custom", "data_manifests.custom", "a CSV with columns path,split,pid,camid,clothes_id"
-    ),
-    "synthcc": DatasetInfo(
-        "synthcc",
-        "data_manifests.synthcc.dataset",
-        "generated: SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png",
-        _SYNTH_OPTIONS,
-        generated=True,
-    ),
-}
+DATASETS = Registry("dataset")
+
+
+def register_dataset(
+    name: str,
+    layout: str,
+    *,
+    options: tuple[str, ...] = _REAL_OPTIONS,
+    generated: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> Callable[[Callable[..., pd.DataFrame]], Callable[..., pd.DataFrame]]:
+    """Decorator for an adapter's ``build(root, **options)``: registers the dataset under ``name``."""
+
+    def deco(build: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+        info = DatasetInfo(name, build, layout, options, generated)
+        DATASETS.add(name, info, summary=layout, aliases=aliases)
+        return build
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names (the built-in adapters and any registered since)."""
+    return DATASETS.names()
 
 
 def dataset_info(dataset: str) -> DatasetInfo:
+    """The registered dataset ``dataset`` (case, ``_``/``-`` and aliases tolerated)."""
     key = str(dataset).strip().lower().replace("_", "-")
-    key = {"celeb": "celeb-light", "celeb-reid-light": "celeb-light", "celebreid-light": "celeb-light"}.get(
-        key, key
-    )
-    if key not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
-    return DATASETS[key]
+    return DATASETS.get(key).target
 
 
 def _check_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:
@@ -175,3 +166,8 @@ def make_manifest(
 ) -> Path:
     """Write ``W/manifests/<dataset>.parquet`` atomically and return its path (see ``make_manifest_report``)."""
     return make_manifest_report(workdir, dataset, root, **options).path
+
+
+# The built-in adapters register themselves on import (as timm's model files do).
+from data_manifests import ccvid, celeb_light, custom, ltcc, prcc  # noqa: E402,F401
+from data_manifests.synthcc import dataset as _synthcc  # noqa: E402,F401

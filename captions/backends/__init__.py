@@ -8,18 +8,20 @@ config, optional package) but loads no weights: a rerun with nothing missing nev
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from differ_common.errors import ConfigError
 from differ_common.fingerprint import sha256_json
+from differ_common.registry import Registry
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from captions.prompts import PerspectiveSpec
 
-BACKENDS = ("hf", "vllm", "attributes")
+CAPTIONERS = Registry("captioner")
 
 
 class Captioner(Protocol):
@@ -39,17 +41,8 @@ class Captioner(Protocol):
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``"hf:/models/llava"`` → ``("hf", "/models/llava")``; ``"attributes"`` → ``("attributes", "")``."""
-    backend, sep, rest = spec.partition(":")
-    backend = backend.strip().lower()
-    if backend not in BACKENDS:
-        raise ConfigError(
-            f"unknown captioner {spec!r}; use hf:<local model dir>, vllm:<local model dir> or attributes"
-        )
-    if backend in ("hf", "vllm") and not rest.strip():
-        raise ConfigError(
-            f"captioner {spec!r} needs a local model folder, e.g. {backend}:/models/llava-1.5-7b-hf"
-        )
-    return backend, rest.strip()
+    entry, arg = CAPTIONERS.parse(spec)
+    return entry.name, arg
 
 
 def model_captioner_name(backend: str, model_dir: str | os.PathLike) -> str:
@@ -59,12 +52,8 @@ def model_captioner_name(backend: str, model_dir: str | os.PathLike) -> str:
 
 def captioner_name(spec: str, noise: float = 0.0, seed: int = 0) -> str:
     """The ``captioner`` column that the backend named by ``spec`` writes; builds nothing and reads no file."""
-    backend, loc = parse_spec(spec)
-    if backend == "attributes":
-        from captions.attributes_captioner import attributes_captioner_name
-
-        return attributes_captioner_name(noise, seed)
-    return model_captioner_name(backend, loc)
+    entry, loc = CAPTIONERS.parse(spec)
+    return entry.meta["name_of"](loc, noise, seed)
 
 
 def model_dir_fingerprint(path: str | os.PathLike) -> str:
@@ -124,24 +113,49 @@ def make_captioner(
     device: str | None = None,
 ) -> Captioner:
     """Build the backend named by ``spec`` (validated now, weights loaded on first use)."""
-    backend, loc = parse_spec(spec)
-    if backend == "attributes":
-        from captions.attributes_captioner import AttributesCaptioner
-
-        if loc:
-            raise ConfigError(
-                f"captioner {spec!r}: 'attributes' takes no argument; use --noise for the noise rate"
-            )
-        return AttributesCaptioner(workdir, dataset, noise=noise, seed=seed)
-    if noise:
+    entry, loc = CAPTIONERS.parse(spec)
+    if noise and not entry.meta.get("noise"):
         raise ConfigError(f"--noise applies to the attributes captioner only, not {spec!r}")
-    if backend == "hf":
-        from captions.backends.hf import HFCaptioner
+    return entry.target(
+        loc, workdir=workdir, dataset=dataset, noise=noise, seed=seed, trust_remote_code=trust_remote_code,
+        device=device,
+    )  # fmt: skip
 
-        return HFCaptioner(loc, trust_remote_code=trust_remote_code, device=device)
+
+def _model_name(backend: str) -> Callable[[str, float, int], str]:
+    return lambda loc, noise, seed: model_captioner_name(backend, loc)
+
+
+def _attributes_name(loc: str, noise: float, seed: int) -> str:
+    from captions.attributes_captioner import attributes_captioner_name
+
+    return attributes_captioner_name(noise, seed)
+
+
+@CAPTIONERS.register("hf", arg="required", arg_help="<local VLM dir>", name_of=_model_name("hf"))
+def _hf(loc: str, *, trust_remote_code: bool, device: str | None, **_: Any) -> Captioner:
+    """transformers image-text-to-text (LLaVA-1.5/NeXT/OneVision, Qwen2-VL, ...), batched ``generate``."""
+    from captions.backends.hf import HFCaptioner
+
+    return HFCaptioner(loc, trust_remote_code=trust_remote_code, device=device)
+
+
+@CAPTIONERS.register("vllm", arg="required", arg_help="<local VLM dir>", name_of=_model_name("vllm"))
+def _vllm(loc: str, *, trust_remote_code: bool, **_: Any) -> Captioner:
+    """vLLM offline engine (optional extra, GPU)."""
     from captions.backends.vllm import VLLMCaptioner
 
     return VLLMCaptioner(loc, trust_remote_code=trust_remote_code)
+
+
+@CAPTIONERS.register("attributes", name_of=_attributes_name, noise=True, summary="SynthCC ground truth")
+def _attributes(
+    loc: str, *, workdir: Any, dataset: str | None, noise: float, seed: int, **_: Any
+) -> Captioner:
+    """SynthCC: captions from the generator's ground truth through varied templates (optional noise)."""
+    from captions.attributes_captioner import AttributesCaptioner
+
+    return AttributesCaptioner(workdir, dataset, noise=noise, seed=seed)
 
 
 def clean_caption(text: str) -> str:

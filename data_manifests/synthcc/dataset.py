@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from data_manifests._common import build_flat
+from data_manifests.registry import SYNTH_OPTIONS, register_dataset
 from data_manifests.synthcc.config import resolve_config
 from data_manifests.synthcc.generator import FOLDER, generate
 from differ_common.errors import ConfigError
@@ -24,6 +25,12 @@ def _labels(m: re.Match[str], image_id: str) -> dict:
     return {"raw_pid": pid, "camid": cam - 1, "clothes_key": f"{pid}_{outfit}"}
 
 
+@register_dataset(
+    "synthcc",
+    "generated: SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png",
+    options=SYNTH_OPTIONS,
+    generated=True,
+)
 def build(
     root: str | os.PathLike | None,
     on_bad_image: str = "error",

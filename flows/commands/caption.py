@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from captions.backends import CAPTIONERS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -14,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--captioner",
         default="attributes",
-        help="hf:<local VLM dir> | vllm:<local VLM dir> | attributes (SynthCC)",
+        help=f"registered captioners: {CAPTIONERS.usage()}",
     )
     p.add_argument(
         "--prompts", default=None, help="prompts YAML (default: the packaged captions/prompts.yaml)"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from captions.encoders import ENCODERS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--encoder",
         default="minilm",
-        help="minilm (default, offline) | open_clip:<arch>[@<ckpt>] | hf-clip:<dir> | sentence-transformers:<dir>",
+        help=f"registered text encoders: {ENCODERS.usage()} (default minilm, offline)",
     )
     p.add_argument(
         "--batch-size",

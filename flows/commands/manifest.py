@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-DATASET_NAMES = ("ltcc", "prcc", "celeb-light", "ccvid", "custom", "synthcc")
+from data_manifests.registry import list_datasets
+
 SHOWN_SKIPPED = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", metavar="DATASET", help=f"one of {', '.join(DATASET_NAMES)}")
+    p.add_argument(
+        "dataset", metavar="DATASET", help=f"one of {', '.join(list_datasets())} (registered datasets)"
+    )
     p.add_argument(
         "--root",
         default=None,

@@ -135,7 +135,7 @@ def test_model_folder_errors_are_one_line_before_any_work(tiny_lm, tmp_path):
         make_captioner(f"hf:{tmp_path / 'empty'}")
     with pytest.raises(ConfigError, match="not an image-text-to-text model"):
         make_captioner(f"hf:{tiny_lm}")
-    with pytest.raises(ConfigError, match="needs a local model folder"):
+    with pytest.raises(ConfigError, match="needs an argument: hf:<local VLM dir>"):
         make_captioner("hf:")
 
 

@@ -90,8 +90,8 @@ def _bad_specs(tiny_dir, ckpt):
         ("hf-clip:/nonexistent/clip", "/nonexistent/clip"),
         (f"hf-clip:{tiny_dir / 'hub'}", "config.json"),
         ("sentence-transformers:/nonexistent/st", "/nonexistent/st not found"),
-        ("bert:/x", "not understood"),
-        ("", "not understood"),
+        ("bert:/x", "unknown text encoder 'bert'; use hf-clip:<dir> | minilm"),
+        ("", "unknown text encoder ''"),
     ]
 
 
