@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads and decode threads")
     ap.add_argument("--model", action="store_true", help="also time forward+backward (configs/synthcc.yaml)")
-    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "synthcc.yaml"))
+    ap.add_argument(
+        "--config",
+        default=str(Path(__file__).resolve().parents[1] / "differ_core" / "configs" / "synthcc.yaml"),
+    )
     args = ap.parse_args(argv)
 
     import torch

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from differ_common.errors import ConfigError
 from differ_common.perspectives import PERSPECTIVES
+from differ_core.config_files import resolve_config
 
 Stage = Literal["manifest", "caption", "summarize", "encode", "train", "evaluate"]
 STAGES: tuple[str, ...] = ("manifest", "caption", "summarize", "encode", "train", "evaluate")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class PipelineConfig(BaseModel):
@@ -36,7 +36,8 @@ class PipelineConfig(BaseModel):
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")
     train_config: str = Field(
-        "configs/synthcc.yaml", description="training YAML (relative to the repo or cwd)"
+        "configs/synthcc.yaml",
+        description="training YAML: a path, or a shipped/`$DIFFER_CONFIG_PATH` config name",
     )
     train_overrides: list[str] = Field(default_factory=list, description="key=value overrides")
     processes: int = Field(1, ge=1, description="training processes (GPUs); >1 launches accelerate")
@@ -61,11 +62,10 @@ class PipelineConfig(BaseModel):
         return v
 
     def resolved_train_config(self) -> Path:
-        p = Path(self.train_config).expanduser()
-        for cand in (p, Path.cwd() / p, REPO_ROOT / p):
-            if cand.exists():
-                return cand.resolve()
-        raise ConfigError(f"train_config {self.train_config!r} not found (looked in the cwd and {REPO_ROOT})")
+        try:
+            return resolve_config(self.train_config)
+        except ConfigError as exc:
+            raise ConfigError(f"train_config {exc}") from None
 
 
 def load_pipeline_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:

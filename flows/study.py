@@ -16,9 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from differ_common.errors import ConfigError
-from flows.config import REPO_ROOT, PipelineConfig
+from differ_core.config_files import config_folder
+from flows.config import PipelineConfig
 
-ABLATIONS_DIR = REPO_ROOT / "configs" / "ablations"
 # The study's rows in the order they are reported; "differ" is the study config itself.
 DEFAULT_VARIANTS: tuple[str, ...] = (
     "baseline",
@@ -49,7 +49,9 @@ class StudyConfig(BaseModel):
         known = available_variants()
         bad = [x for x in v if x not in known]
         if bad:
-            raise ValueError(f"unknown variants {bad}; available: {known} (overlays in {ABLATIONS_DIR})")
+            raise ValueError(
+                f"unknown variants {bad}; available: {known} (overlays: ablations/*.yaml among the configs, `differ configs`)"
+            )
         return v
 
     @field_validator("seeds", "noise_levels")
@@ -61,8 +63,12 @@ class StudyConfig(BaseModel):
 
 
 def available_variants() -> list[str]:
-    """``differ`` plus every overlay in configs/ablations/."""
-    return ["differ", *sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml"))]
+    """``differ`` plus every ablation overlay (``ablations/*.yaml`` in the config folders)."""
+    return ["differ", *sorted(_overlays())]
+
+
+def _overlays() -> dict[str, Path]:
+    return {p.stem: p for p in config_folder("ablations")}
 
 
 def _flatten(prefix: str, value: Any) -> list[str]:
@@ -75,9 +81,9 @@ def variant_overrides(variant: str) -> list[str]:
     """The overlay of ``variant`` as ``key=value`` training overrides (``base:`` dropped)."""
     if variant == "differ":
         return []
-    path = ABLATIONS_DIR / f"{variant}.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such ablation overlay; available: {available_variants()}")
+    path = _overlays().get(variant)
+    if path is None:
+        raise ConfigError(f"{variant}: no such ablation overlay; available: {available_variants()}")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections")

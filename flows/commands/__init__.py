@@ -19,4 +19,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("study", "multi-seed DIFFER vs baseline vs ablations study"),
     "serve": ("serve", "serve the Prefect deployments from this process"),
     "status": ("status", "what each stage holds and what is stale"),
+    "configs": ("configs", "list the shipped and your own configs ($DIFFER_CONFIG_PATH) or resolve one"),
 }

@@ -21,26 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--main-process-port", type=int, default=None, help="port of the rank-0 machine")
 
 
-def _resolve_config(path: str):
-    from pathlib import Path
-
-    from differ_common.errors import ConfigError
-    from flows.config import REPO_ROOT
-
-    p = Path(path).expanduser()
-    for cand in (p, Path.cwd() / p, REPO_ROOT / p):
-        if cand.exists():
-            return cand.resolve()
-    raise ConfigError(f"{path}: no such training config (looked in the cwd and {REPO_ROOT})")
-
-
 def run(args: argparse.Namespace) -> int:
     import yaml
 
     from differ_common.io import write_text_atomic
     from differ_core.config import load_config
+    from differ_core.config_files import resolve_config
 
-    cfg_path = _resolve_config(args.config)
+    cfg_path = resolve_config(args.config)
     overrides = list(args.overrides)
     if not any(o.split("=", 1)[0].strip() == "data.workdir" for o in overrides):
         base = load_config(cfg_path, overrides)

@@ -39,7 +39,7 @@ def tiny_cfg(tmp_path_factory):
         workdir=str(work / "w"),
         root=str(work / "data"),
         manifest_options={"size": "tiny"},
-        train_config=str(REPO / "configs" / "synthcc_tiny.yaml"),
+        train_config="configs/synthcc_tiny.yaml",
         prompts=str(prompts),
         plots=1,
     )

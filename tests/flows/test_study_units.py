@@ -19,7 +19,7 @@ def ablations(tmp_path, monkeypatch):
     (d / "clothing_only.yaml").write_text(
         "text:\n  perspectives: [biometrics, clothing]\nlosses:\n  grl_alpha: 0.5\n"
     )
-    monkeypatch.setattr(study, "ABLATIONS_DIR", d)
+    monkeypatch.setattr(study, "_overlays", lambda: {p.stem: p for p in sorted(d.glob("*.yaml"))})
     return d
 
 

@@ -12,7 +12,7 @@ from differ_core.config import load_config
 
 from .conftest import toy_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "differ_core" / "configs"
 
 
 PIPELINES = CONFIGS / "pipelines"  # pipeline options (flows.config.PipelineConfig), not training configs
