@@ -46,10 +46,8 @@ def plot_features(
     Default output: ``W/features/<ds>/<enc>/plots/<perspective>_<color_by>_<method>.png``.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.figure import Figure
 
     from captions.feature_reader import read_perspective
 
@@ -83,8 +81,9 @@ def plot_features(
         from sklearn.metrics import silhouette_score
 
         score = float(silhouette_score(x, labels, metric="cosine"))
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(9, 6), dpi=110)  # not pyplot: the caller's backend is left alone
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab20"]
     for k, g in enumerate(chosen):
         sel = labels == g
         pid = int(df.loc[sel, "pid"].iloc[0])
@@ -110,5 +109,4 @@ def plot_features(
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_WORKDIR = "./differ-work"
+CHECKPOINTS = "checkpoints"
 
 
 def resolve_workdir(workdir: str | os.PathLike | None = None) -> Path:
@@ -64,5 +65,69 @@ class Workspace:
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run
 
+    def run(self, run: str) -> RunLayout:
+        """The file layout of run ``run``."""
+        return RunLayout(self.run_dir(run))
+
     def locks(self) -> Path:
         return self.root / ".locks"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one run folder, ``W/runs/<run>/`` (or any folder an evaluation writes into)."""
+
+    root: Path
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunLayout | None:
+        """The run that holds ``<run>/checkpoints/<file>``; None for a checkpoint outside a run folder."""
+        ckpt = Path(checkpoint)
+        return cls(ckpt.parent.parent) if ckpt.parent.name == CHECKPOINTS else None
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        """Resume state: model, optimizer, scheduler, sampler position, scaler, step."""
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        """The epoch with the best validation score (inference weights only)."""
+        return self.checkpoints / "best.pt"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def val_log(self) -> Path:
+        return self.root / "val_log.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def metrics_table(self) -> Path:
+        return self.root / "metrics.parquet"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def trackers(self) -> Path:
+        """Where experiment trackers (TensorBoard, ...) write."""
+        return self.root / "tensorboard"
+
+    @property
+    def debug(self) -> Path:
+        return self.root / "debug"

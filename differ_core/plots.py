@@ -1,4 +1,4 @@
-"""Pictures of an evaluation (matplotlib, Agg backend, PNG).
+"""Pictures of an evaluation (matplotlib ``Figure`` objects saved as PNG; the pyplot backend is left alone).
 
 * :func:`plot_ranked_lists`: per query, the query image and its top-k gallery items in ranking order (stable by
   distance, as the metrics), framed green (correct: counts as a match under the protocol), red (another
@@ -22,13 +22,11 @@ GOOD, JUNK, WRONG = "#1a9b3c", "#9a9a9a", "#d62728"
 THUMB = (128, 64)  # (H, W) of the thumbnails
 
 
-def _plt():
-    import matplotlib
+def _figure(**kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure`` outside pyplot: no backend is chosen or changed (notebooks keep theirs)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 @dataclass
@@ -107,7 +105,6 @@ def _draw_rows(
     rows: Sequence[RankedRow], out: str | Path, title: str | None, row_titles: Sequence[str] | None
 ):
     """All thumbnails pasted into one canvas (one Axes: fast to draw), text placed in pixel coordinates."""
-    plt = _plt()
     dpi, border, gap = 100, 4, 22
     th, tw = THUMB
     cw, ch = tw + 2 * border, th + 2 * border
@@ -140,7 +137,7 @@ def _draw_rows(
                           dict(va="bottom", fontsize=6.5, color=colour)))  # fmt: skip
             texts.append((x0 + cw / 2, y0 + ch + 3, f"{r.names[j]}\n{r.distances[j]:.3f}",
                           dict(va="top", fontsize=5.5, linespacing=1.1)))  # fmt: skip
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig = _figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xlim(0, width)
@@ -150,10 +147,7 @@ def _draw_rows(
         ax.text(x, y, txt, ha="center", **kw)
     if title:
         ax.text(width / 2, 8, title, ha="center", va="top", fontsize=9)
-    try:
-        return _save(fig, out, dpi)
-    finally:
-        plt.close(fig)
+    return _save(fig, out, dpi)
 
 
 def plot_ranked_lists(rows: Sequence[RankedRow], out: str | Path, title: str | None = None) -> Path:
@@ -190,8 +184,8 @@ def plot_cmc(
     """
     if not curves:
         raise ValueError("curves: nothing to draw")
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    fig = _figure(figsize=(5.2, 3.8))
+    ax = fig.subplots()
     for label, cmc in curves.items():
         c = np.asarray(cmc, dtype=float)[:max_rank]
         kw = {"marker": "o", "ms": 3, "lw": 1.5, **((styles or {}).get(label, {}))}
@@ -208,7 +202,4 @@ def plot_cmc(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    try:
-        return _save(fig, out, 110)
-    finally:
-        plt.close(fig)
+    return _save(fig, out, 110)

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from differ_common.workspace import RunLayout
 from flows import artifacts
 from flows.config import PipelineConfig
 from flows.stages import (
@@ -45,7 +46,7 @@ def _finish(ctx: Context, title: str) -> dict[str, Any]:
     try:
         if metrics and Path(metrics).exists():
             artifacts.metrics_table(metrics, Path(ctx.run_dir or "").name)
-            for png in sorted(Path(ctx.run_dir or ".", "plots").glob("ranked*.png"))[:1]:
+            for png in sorted(RunLayout(Path(ctx.run_dir or ".")).plots.glob("ranked*.png"))[:1]:
                 artifacts.picture(png, f"{ctx.cfg.dataset} ranked lists")
         artifacts.run_summary(title, ctx.stages, ctx.outputs)
     except Exception as exc:  # noqa: BLE001 - artifacts are a convenience, never a failure

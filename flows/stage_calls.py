@@ -10,7 +10,7 @@ import yaml
 
 from differ_common.fingerprint import sha256_json
 from differ_common.io import write_text_atomic
-from differ_common.workspace import Workspace
+from differ_common.workspace import RunLayout, Workspace
 from flows.config import PipelineConfig
 
 
@@ -103,7 +103,7 @@ def run_training(
         cmd, env = accelerate_command(cfg_file, **launch)
         log("launching: " + " ".join(cmd))
         run_streaming(cmd, env=env, log=log)
-    ckpts = sorted((run_dir / "checkpoints").glob("last.*"))
+    ckpts = sorted(RunLayout(run_dir).checkpoints.glob("last.*"))
     if not ckpts:
         from differ_common.errors import DifferError
 
@@ -121,7 +121,7 @@ def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
         flip=options.get("flip", False),
         plots=options.get("plots", 0),
     )
-    return {"metrics": Path(run_dir) / "metrics.json"}
+    return {"metrics": RunLayout(Path(run_dir)).metrics}
 
 
 def pipeline_fields_from_training(train_config: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from captions.table import read_current_json
-from differ_common.workspace import Workspace
+from differ_common.workspace import RunLayout, Workspace
 
 
 def manifest_ok(p: dict[str, Any]) -> bool:
@@ -38,9 +38,8 @@ def encode_ok(p: dict[str, Any]) -> bool:
 
 
 def train_ok(p: dict[str, Any]) -> bool:
-    ckpts = Workspace.at(p["workdir"]).run_dir(p["run_name"]) / "checkpoints"
-    return any(ckpts.glob("last.*"))
+    return any(Workspace.at(p["workdir"]).run(p["run_name"]).checkpoints.glob("last.*"))
 
 
 def evaluate_ok(p: dict[str, Any]) -> bool:
-    return (Path(p["run_dir"]) / "metrics.json").exists()
+    return RunLayout(Path(p["run_dir"])).metrics.exists()

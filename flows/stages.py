@@ -197,11 +197,11 @@ def evaluate_step(ctx: Context) -> None:
     cfg = ctx.cfg
     if ctx.run_dir is None:  # evaluating alone: the run these inputs produced
         from differ_common.errors import DifferError
-        from differ_common.workspace import Workspace
+        from differ_common.workspace import RunLayout, Workspace
 
         _, run_name = _run_name(ctx)
         run_dir = Workspace.at(ctx.workdir).run_dir(run_name)
-        ckpts = sorted((run_dir / "checkpoints").glob("last.*"))
+        ckpts = sorted(RunLayout(run_dir).checkpoints.glob("last.*"))
         if not ckpts:
             raise DifferError(f"{run_dir}: no trained checkpoint for these inputs; run the train stage first")
         ctx.run_dir, ctx.checkpoint_fp = str(run_dir), file_fingerprint(ckpts[0])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from differ_common.workspace import Workspace
+from differ_common.workspace import RunLayout, Workspace
 
 
 def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str = "minilm") -> dict[str, Any]:
@@ -36,10 +36,11 @@ def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str 
         out["datasets"][ds] = info
     runs = []
     for rd in sorted(ws.root.glob("runs/*")):
-        metrics = rd / "metrics.json"
+        layout = RunLayout(rd)
+        metrics = layout.metrics
         entry: dict[str, Any] = {
             "run": rd.name,
-            "checkpoints": sorted(p.name for p in rd.glob("checkpoints/*")),
+            "checkpoints": sorted(p.name for p in layout.checkpoints.glob("*")),
         }
         if metrics.exists():
             m = json.loads(metrics.read_text())

@@ -183,17 +183,15 @@ def summary_markdown(summary) -> str:
 
 def plot_summary(summary, out: str | Path) -> Path:
     """Grouped bars of Rank-1 and mAP per protocol (error bars = std over seeds), one panel per noise level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     noises = list(dict.fromkeys(summary["noise"]))
     protocols = list(dict.fromkeys(summary["protocol"]))
     panels = [(n, p, m) for n in noises for p in protocols for m in SUMMARY_METRICS]
     cols = len(protocols) * len(SUMMARY_METRICS)
-    fig, axes = plt.subplots(len(noises), cols, figsize=(3.6 * cols, 3.2 * len(noises)), squeeze=False)
+    fig = Figure(figsize=(3.6 * cols, 3.2 * len(noises)))  # not pyplot: the caller's backend is left alone
+    axes = fig.subplots(len(noises), cols, squeeze=False)
     for i, (noise, proto, metric) in enumerate(panels):
         ax = axes[i // cols][i % cols]
         part = summary[(summary["noise"] == noise) & (summary["protocol"] == proto)]
@@ -215,7 +213,6 @@ def plot_summary(summary, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, format="png")
-    plt.close(fig)
     return out
 
 

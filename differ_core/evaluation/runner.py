@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from differ_common.errors import DataError, DifferError
+from differ_common.workspace import RunLayout
 
 MAX_RANK = 50
 TOP_K = 10
@@ -53,22 +54,21 @@ def resolve_run(run: str | Path, workdir: str | Path | None = None) -> Path:
 
 def select_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Path, str]:
     """``(checkpoint, selection)``: ``best.pt`` ("val-best") if present, else ``last.pt`` ("last")."""
-    run_dir = Path(run_dir)
+    run = RunLayout(Path(run_dir))
     if checkpoint is not None:
         c = Path(checkpoint).expanduser()
         if not c.is_absolute() and not c.exists():
-            c = run_dir / "checkpoints" / c
+            c = run.checkpoints / c
             if not c.suffix:
                 c = c.with_suffix(".pt")
         if not c.is_file():
             raise DifferError(f"{c}: checkpoint not found")
         return c, _selection_of(c)
-    for name, sel in (("best.pt", "val-best"), ("last.pt", "last")):
-        c = run_dir / "checkpoints" / name
+    for c, sel in ((run.best, "val-best"), (run.last, "last")):
         if c.is_file():
             return c, sel
     raise DifferError(
-        f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt; train the run first (`differ train`)"
+        f"{run.root}: no checkpoints/best.pt or checkpoints/last.pt; train the run first (`differ train`)"
     )
 
 
@@ -207,14 +207,15 @@ def write_outputs(
     from differ_common.io import write_json_atomic, write_parquet_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(out_dir)
     files = {
-        "metrics": write_json_atomic(out_dir / "metrics.json", ev.metrics),
-        "metrics_parquet": write_parquet_atomic(metrics_frame(ev), out_dir / "metrics.parquet"),
+        "metrics": write_json_atomic(layout.metrics, ev.metrics),
+        "metrics_parquet": write_parquet_atomic(metrics_frame(ev), layout.metrics_table),
     }
     if plots > 0 or plot_queries:
         from differ_core.plots import plot_cmc, plot_ranked_lists
 
-        pdir = out_dir / "plots"
+        pdir = layout.plots
         for old in pdir.glob("ranked_*.png"):
             old.unlink()
         for name, pr in ev.results.items():
@@ -313,13 +314,11 @@ def evaluate_checkpoint(
     ws = Workspace.at(workdir)
     manifest = load_manifest(ws.root, dataset)
     model, cfg, info = _load(ckpt, device)
+    owner = RunLayout.of_checkpoint(ckpt)
     if out_dir is None:
-        if ckpt.parent.name == "checkpoints":
-            out_dir = ckpt.parent.parent
-        else:
-            out_dir = ws.root / "evaluations" / f"{dataset}-{ckpt.stem}"
+        out_dir = owner.root if owner else ws.root / "evaluations" / f"{dataset}-{ckpt.stem}"
     out_dir = Path(out_dir)
-    run = ckpt.parent.parent.name if ckpt.parent.name == "checkpoints" else ckpt.stem
+    run = owner.root.name if owner else ckpt.stem
     ev = evaluate_loaded(
         model, info, manifest, dataset=dataset, run=run, selection=_selection_of(ckpt), checkpoint=ckpt,
         out_dir=out_dir if write else None, seed=seed, rerank=rerank, rerank_k1=rerank_k1, rerank_k2=rerank_k2,

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from differ_common.io import write_text_atomic
+    from differ_common.workspace import RunLayout
     from differ_core.config import load_config
     from differ_core.config_files import resolve_config
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print("launching: " + " ".join(cmd), flush=True)
         run_streaming(cmd, env=env)
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = RunLayout(run_dir).last
     print(f"run folder: {run_dir}")
     print(f"checkpoint: {ckpt if ckpt.exists() else 'none (stopped before the first checkpoint)'}")
     return 0

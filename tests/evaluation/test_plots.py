@@ -45,3 +45,17 @@ def test_pictures(tmp_path):
         plot_cmc({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="same queries"):
         plot_ranked_compare([("a", [row]), ("b", [])], tmp_path / "y.png")
+
+
+def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from differ_core.plots import plot_cmc
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg", force=True)  # what a notebook or a user's script may have chosen
+    try:
+        out = plot_cmc({"general": [0.5, 0.7, 0.9]}, tmp_path / "cmc.png", max_rank=3)
+        assert matplotlib.get_backend() == "svg" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before, force=True)
