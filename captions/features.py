@@ -1,4 +1,4 @@
-"""Text-feature tables: incremental, deduplicated, resumable encoding of the current captions (DESIGN.md §4).
+"""Text-feature tables: incremental, deduplicated, resumable encoding of the current captions (docs/design.md §5).
 
 Layout under ``W/features/<ds>/<slug(encoder)>/``:
 

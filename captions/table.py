@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-# DESIGN.md §4 caption columns, plus ``flag`` ("" | "empty" | "echo" | "error") and ``error`` (the reason)
+# docs/design.md §5 caption columns, plus ``flag`` ("" | "empty" | "echo" | "error") and ``error`` (the reason)
 COLUMNS: tuple[str, ...] = (
     "image_id",
     "perspective",

@@ -1,4 +1,4 @@
-"""The manifest table of DESIGN.md §4: columns, label finalisation, validation, atomic write and load."""
+"""The manifest table of docs/design.md §5: columns, label finalisation, validation, atomic write and load."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The workspace folder layout of DESIGN.md §4; every stage gets its paths from here."""
+"""The workspace folder layout of docs/design.md §5; every stage gets its paths from here."""
 
 from __future__ import annotations
 

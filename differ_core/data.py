@@ -1,6 +1,6 @@
 """Training data held in memory: images decoded once at the training size, text features in one tensor.
 
-DESIGN.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) and text features (``[B, 1+K, D]``)
+docs/design.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) and text features (``[B, 1+K, D]``)
 by index from tensors built once at start, then augments the batch as tensors (flip, pad + random crop, random
 erasing) with a generator seeded from ``(seed, rank, step)``, so a resumed run draws exactly the same
 augmentation as an uninterrupted one. No per-item disk reads, no worker processes.

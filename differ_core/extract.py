@@ -46,7 +46,7 @@ def _inputs(images: Any, camids: Any) -> tuple[list[str], list[str], np.ndarray 
     """(paths, ids, camids) from a manifest DataFrame or a list of paths."""
     if hasattr(images, "columns"):  # a manifest DataFrame
         if "path" not in images.columns:
-            raise DataError("images: a manifest DataFrame needs a 'path' column (see DESIGN.md §4)")
+            raise DataError("images: a manifest DataFrame needs a 'path' column (see docs/design.md §5)")
         paths = images["path"].astype(str).tolist()
         ids = images["image_id"].astype(str).tolist() if "image_id" in images.columns else list(paths)
         if camids is None and "camid" in images.columns:

@@ -1,4 +1,4 @@
-"""DIFFER's losses (DESIGN.md §6): ID cross-entropy, batch-hard triplet, biometric and NBDetach contrastive.
+"""DIFFER's losses (docs/design.md §7): ID cross-entropy, batch-hard triplet, biometric and NBDetach contrastive.
 
 ``L = w_id L_ID + w_tri L_tri + w_b L_Cb + w_n sum_k L_Cn,k``. The contrastive loss is image→text cross-entropy
 over the batch's cosine similarities times a logit scale (1 in the paper): the text of the image's own row is the

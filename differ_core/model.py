@@ -1,4 +1,4 @@
-"""The DIFFER model (DESIGN.md §6): a timm backbone + camera embedding, ID head, W_b and NBDetach branches.
+"""The DIFFER model (docs/design.md §7): a timm backbone + camera embedding, ID head, W_b and NBDetach branches.
 
 * **Backbone**: any timm model by name, created with ``num_classes=0``. timm ``VisionTransformer`` and ``Eva``
   (EVA02, the paper's ``eva02_large_patch14_clip_224``) are run token by token here so that the camera

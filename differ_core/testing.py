@@ -1,4 +1,4 @@
-"""Plain per-query reference of DESIGN.md §5, in the style of the CC-ReID codebases (CAL's ``evaluate`` /
+"""Plain per-query reference of docs/design.md §6, in the style of the CC-ReID codebases (CAL's ``evaluate`` /
 ``evaluate_with_clothes`` + ``compute_ap_cmc``): argsort of the whole matrix, then set operations per query.
 
 It is the oracle for the tests and the "loop style" of ``benchmarks/eval_speed.py``; use

@@ -1,4 +1,4 @@
-"""The ``differ`` command line (DESIGN.md §3)."""
+"""The ``differ`` command line (docs/design.md §4)."""
 
 from __future__ import annotations
 

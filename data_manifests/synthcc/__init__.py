@@ -1,4 +1,4 @@
-"""SynthCC: a procedural clothes-changing re-id dataset, deterministic per seed (DESIGN.md §8).
+"""SynthCC: a procedural clothes-changing re-id dataset, deterministic per seed (docs/design.md §9).
 
 ``differ manifest synthcc --root R [--seed S] [--size tiny|small|default] [--set knob=value ...]`` writes
 ``R/SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png`` (LTCC's layout and names), the ground-truth

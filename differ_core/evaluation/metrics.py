@@ -1,4 +1,4 @@
-"""Exact, vectorised CC-ReID ranking metrics (CMC, mAP) under the protocols of DESIGN.md §5.
+"""Exact, vectorised CC-ReID ranking metrics (CMC, mAP) under the protocols of docs/design.md §6.
 
 Semantics (as in CAL and DIFFER):
 
@@ -282,7 +282,7 @@ def evaluate_ranking(
     max_rank: int = 50,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> RankingResult:
-    """CMC and mAP of a [Q, G] distance matrix (smaller = closer) under one protocol (DESIGN.md §5).
+    """CMC and mAP of a [Q, G] distance matrix (smaller = closer) under one protocol (docs/design.md §6).
 
     ``dist`` is a NumPy array, a torch tensor, or a :class:`DistanceSource` (e.g. :class:`FeatureDistance`)
     evaluated chunk by chunk. Raises :class:`EvaluationInputError` (a ``ValueError`` and ``DataError``) on

@@ -1,4 +1,4 @@
-"""Per-dataset CC-ReID evaluation protocols (DESIGN.md §7) and their evaluation from features + a manifest.
+"""Per-dataset CC-ReID evaluation protocols (docs/design.md §8) and their evaluation from features + a manifest.
 
 ========================  ==============================================================================
 dataset                   protocols (query split -> gallery split, mode)
