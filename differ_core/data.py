@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from differ_core.config import AugmentationConfig, TrainConfig
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 
 # --------------------------------------------------------------------------- decoding

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from differ_core.config import ModelConfig, TrainConfig
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 from differ_core.grl import GradientReversal
 
 log = logging.getLogger(__name__)

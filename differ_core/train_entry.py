@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
     args = p.parse_args(argv)
     from differ_core.config import load_config
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     try:
         from differ_core.training import train

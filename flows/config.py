@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import ConfigError
+from differ_common.perspectives import PERSPECTIVES
+from differ_common.errors import ConfigError
 
 Stage = Literal["manifest", "caption", "summarize", "encode", "train", "evaluate"]
 STAGES: tuple[str, ...] = ("manifest", "caption", "summarize", "encode", "train", "evaluate")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from differ_core.fingerprint import sha256_file, sha256_json
+from differ_common.fingerprint import sha256_file, sha256_json
 
 
 def dataset_root_signature(root: str | Path | None) -> str:
@@ -62,7 +62,7 @@ def features_fingerprint(encoder: str, encoder_fp: str, caption_fps: dict[str, s
 
 def on_disk(workdir: str, dataset: str, perspectives: list[str], encoder: str) -> dict[str, Any]:
     """Upstream fingerprints read back from the workspace (for running one stage alone)."""
-    from differ_core.workspace import Workspace
+    from differ_common.workspace import Workspace
 
     ws = Workspace.at(workdir)
     current = read_json(ws.captions_current(dataset))

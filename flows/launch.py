@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from differ_core.errors import DifferError
+from differ_common.errors import DifferError
 
 
 def accelerate_command(

@@ -42,7 +42,7 @@ def print_result(result: dict[str, Any], title: str = "differ") -> None:
 
 def run_flow(flow: Any, cfg: Any) -> dict[str, Any]:
     """Run a differ flow locally; a failed stage becomes a DifferError with its one-line message."""
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     state = flow(cfg, return_state=True)
     if not state.is_completed():

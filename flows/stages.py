@@ -44,7 +44,7 @@ class Context:
 
     @classmethod
     def from_disk(cls, cfg: PipelineConfig) -> Context:
-        from differ_core.workspace import resolve_workdir
+        from differ_common.workspace import resolve_workdir
 
         workdir = str(resolve_workdir(cfg.workdir))
         fps = on_disk(workdir, cfg.dataset, cfg.perspectives, cfg.encoder)
@@ -192,8 +192,8 @@ def train_step(ctx: Context) -> None:
 def evaluate_step(ctx: Context) -> None:
     cfg = ctx.cfg
     if ctx.run_dir is None:  # evaluating alone: the run these inputs produced
-        from differ_core.errors import DifferError
-        from differ_core.workspace import Workspace
+        from differ_common.errors import DifferError
+        from differ_common.workspace import Workspace
 
         _, run_name = _run_name(ctx)
         run_dir = Workspace.at(ctx.workdir).run_dir(run_name)

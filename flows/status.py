@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from differ_core.workspace import Workspace
+from differ_common.workspace import Workspace
 
 
 def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str = "minilm") -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 
 def _safe(fn: Any) -> Any:
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     try:
         return fn()

@@ -16,9 +16,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.states import Failed
 
-from differ_core.errors import DifferError
-from differ_core.fingerprint import sha256_file
-from differ_core.workspace import Workspace
+from differ_common.errors import DifferError
+from differ_common.fingerprint import sha256_file
+from differ_common.workspace import Workspace
 from flows.caching import make_cache_key_fn
 from flows.fingerprints import features_fingerprint
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from caption_helpers import make_workspace
 
-from captions.perspectives import PERSPECTIVES
+from differ_common.perspectives import PERSPECTIVES
 from captions.prompts import DEFAULT_PROMPTS
 from flows.cli import main
 

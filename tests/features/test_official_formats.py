@@ -24,7 +24,7 @@ from feature_helpers import manifest, write_manifest
 
 from captions.feature_reader import load_text_features
 from captions.interop import export_official, import_official
-from captions.perspectives import PERSPECTIVES
+from differ_common.perspectives import PERSPECTIVES
 
 P, D = len(PERSPECTIVES), 8
 

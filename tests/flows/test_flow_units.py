@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from differ_core.errors import ConfigError, DifferError
+from differ_common.errors import ConfigError, DifferError
 from flows.caching import make_cache_key_fn, output_present
 from flows.cli import main
 from flows.config import PipelineConfig, load_pipeline_config

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from differ_core.config import apply_overrides
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 from flows import study
 from flows.config import PipelineConfig
 

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from differ_core.config import TrainConfig
-from differ_core.errors import DifferError
+from differ_common.errors import DifferError
 
 from .official_differ import OFFICIAL_RELEASES, OfficialEvaBio, ddp_state_dict, official_keys
 
