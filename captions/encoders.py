@@ -97,7 +97,6 @@ def encoder_fingerprint(spec: str) -> str:
     return sha256_json(parts, 16)
 
 
-
 def default_batch_size(device: str, n_params: int = 0) -> int:
     """A batch size for the device: 128 on CPU; on CUDA 256–2048 by free memory, halved for models > 300 M."""
     if not str(device).startswith("cuda"):

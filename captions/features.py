@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
 from differ_common.errors import DataError
 from differ_common.fingerprint import sha256_json
+from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
 from differ_common.workspace import Workspace, slug
 
 log = logging.getLogger(__name__)

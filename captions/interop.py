@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
 from differ_common.errors import DataError
+from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
 from differ_common.workspace import Workspace, slug
 
 NPZ_NAME = "train.npz"

@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from differ_common.perspectives import BIOMETRIC
 from differ_common.errors import ConfigError, DataError
 from differ_common.fingerprint import sha256_json
+from differ_common.perspectives import BIOMETRIC
 from differ_common.workspace import Workspace
 
 SUMMARY_COLUMNS = (

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from differ_common.perspectives import PERSPECTIVES
 from differ_common.errors import DataError
+from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from differ_common.perspectives import PERSPECTIVES
 from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -55,7 +55,9 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def features_fingerprint(encoder: str, encoder_fp: str, caption_fps: dict[str, str], summary_fp: str | None) -> str:
+def features_fingerprint(
+    encoder: str, encoder_fp: str, caption_fps: dict[str, str], summary_fp: str | None
+) -> str:
     """Features are a function of the encoder and the captions they encode: hash those inputs."""
     return sha256_json([encoder, encoder_fp, dict(sorted(caption_fps.items())), summary_fp], 16)
 

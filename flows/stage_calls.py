@@ -115,8 +115,12 @@ def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
     """Evaluate a run (its selected checkpoint) and draw its pictures; returns the written files."""
     from differ_core.evaluation.runner import evaluate_run
 
-    evaluate_run(run_dir, rerank=options.get("rerank", False), flip=options.get("flip", False),
-                 plots=options.get("plots", 0))
+    evaluate_run(
+        run_dir,
+        rerank=options.get("rerank", False),
+        flip=options.get("flip", False),
+        plots=options.get("plots", 0),
+    )
     return {"metrics": Path(run_dir) / "metrics.json"}
 
 

@@ -55,7 +55,9 @@ class Context:
         """``task`` storing results in this workspace; refreshed when the user asks or its output is gone."""
         output_ok = getattr(stage_outputs, f"{stage}_ok")
         refresh = stage in self.cfg.refresh or not output_present(output_ok, params)
-        return task.with_options(result_storage=result_storage_for(self.workdir), refresh_cache=refresh or None)
+        return task.with_options(
+            result_storage=result_storage_for(self.workdir), refresh_cache=refresh or None
+        )
 
     def call(self, task: Any, stage: str, **params: Any) -> Any:
         """Run ``task`` with ``params`` (cached by them) and return its final state."""
@@ -117,7 +119,9 @@ def caption_step(ctx: Context, runner: Any) -> None:
         )
         for p in cfg.perspectives
     }
-    futures = {p: runner.submit(ctx.prepared(caption_task, "caption", kw), parameters=kw) for p, kw in params.items()}
+    futures = {
+        p: runner.submit(ctx.prepared(caption_task, "caption", kw), parameters=kw) for p, kw in params.items()
+    }
     for f in futures.values():
         f.wait()
     for p, f in futures.items():

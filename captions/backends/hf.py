@@ -25,7 +25,6 @@ _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-
 def pick_dtype(device: str):
     import torch
 

@@ -117,8 +117,8 @@ def evaluate_loaded(
     plot_queries: list[str] | None = None,
 ) -> Evaluation:
     """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files."""
-    from differ_core.extract import extract_with_model
     from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
+    from differ_core.extract import extract_with_model
 
     protocols = protocols_from_manifest(manifest, single_shot=single_shot)
     rows = _eval_rows(manifest, protocols)

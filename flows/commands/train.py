@@ -37,8 +37,8 @@ def _resolve_config(path: str):
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from differ_core.config import load_config
     from differ_common.io import write_text_atomic
+    from differ_core.config import load_config
 
     cfg_path = _resolve_config(args.config)
     overrides = list(args.overrides)

@@ -9,10 +9,10 @@ import pytest
 from caption_helpers import VALUES, make_workspace
 
 from captions.attributes_captioner import PERSPECTIVE_COLUMNS, AttributesCaptioner, render
-from differ_common.perspectives import PERSPECTIVES
 from captions.prompts import load_prompts
 from captions.writer import caption_dataset
 from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
 
 SPECS = load_prompts()

@@ -10,8 +10,8 @@ import pytest
 from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
 from captions.features import caption_sha, encode_dataset, feature_status
-from differ_common.perspectives import SUMMARY_PERSPECTIVE
 from differ_common.errors import DataError
+from differ_common.perspectives import SUMMARY_PERSPECTIVE
 from differ_common.workspace import Workspace
 
 DS = "toy"

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from differ_core.config import TrainConfig
 from differ_common.errors import DifferError
+from differ_core.config import TrainConfig
 
 from .official_differ import OFFICIAL_RELEASES, OfficialEvaBio, ddp_state_dict, official_keys
 
