@@ -7,9 +7,11 @@ The release (github.com/xliangp/DIFFER) lays out, per dataset::
                                                          metadata [N_images] image keys without extension
     <DIR>/train_caption_summary_biometric.json            {pid: {"ft_<TextEncoderVersion>": [D floats]}}
 
-Image keys are paths relative to the split folder without extension (LTCC: the file name stem); they are matched
-to manifest ``image_id``s by their last path components. Summary pids are the relabelled train pids (the
-manifest's ``pid``). Imported features go to the encoder label ``official:<TextEncoderVersion>``.
+Image keys are paths relative to the split folder without extension (LTCC: the file name stem; PRCC
+``<pid folder>/<stem>``); they are matched to manifest ``image_id``s by their last path components. Summary keys
+are what the authors' dataset readers look up: the relabelled train pid (the manifest's ``pid``) for LTCC, the
+raw pid (``raw_pid``) for PRCC (``SUMMARY_PID_COLUMN``). Imported features go to the encoder label
+``official:<TextEncoderVersion>``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ NPZ_NAME = "train.npz"
 SUMMARY_JSON = "train_caption_summary_biometric.json"
 _NPZ_EXPECT = "arrays 'data' [N_images*P, D] float and 'metadata' [N_images] image keys"
 _JSON_EXPECT = '{"<pid>": {"ft_<encoder>": [D floats]}}'
+# the manifest column keying a dataset's summary JSON (their data/datasets/prcc.py: str(int(folder)); else "pid")
+SUMMARY_PID_COLUMN = {"prcc": "raw_pid"}
 
 
 @dataclass
@@ -46,6 +50,27 @@ class ImportReport:
 def official_spec(name: str) -> str:
     """The encoder label under which imported release features are stored."""
     return f"official:{name}"
+
+
+def summary_pid_column(dataset: str) -> str:
+    """The manifest column whose values key ``dataset``'s release summary JSON (``pid`` or ``raw_pid``)."""
+    return SUMMARY_PID_COLUMN.get(dataset, "pid")
+
+
+def _summary_keys(m: Any, dataset: str) -> dict[int, int] | None:
+    """{summary JSON key: our pid} over the manifest's rows (None without a ``pid`` column)."""
+    if "pid" not in m.columns:
+        return None
+    col = summary_pid_column(dataset)
+    if col not in m.columns:
+        raise DataError(f"the {dataset} manifest lacks '{col}', which keys its release summary JSON")
+    pairs = set(zip(m[col].astype(int), m["pid"].astype(int)))
+    out = dict(pairs)
+    if len(out) != len(pairs) or len(set(out.values())) != len(out):
+        raise DataError(
+            f"the {dataset} manifest's '{col}' and 'pid' are not one-to-one; cannot key summaries"
+        )
+    return out
 
 
 def _stem_suffix(image_id: str, depth: int) -> str:
@@ -251,14 +276,15 @@ def import_official(
             _replace_perspective(folder, p, shard_table(image_ids, p, _vec_shas(vecs), vecs))
             report.rows[p] = len(image_ids)
         if summaries:
-            pids = (
-                sorted(set(m["pid"].astype(int)) & set(summaries))
-                if "pid" in m.columns
-                else sorted(summaries)
-            )
-            report.pids_without_summary = len(set(m["pid"].astype(int)) - set(summaries)) if "pid" in m else 0
+            to_pid = _summary_keys(m, dataset)
+            if to_pid is None:
+                json_keys = pids = sorted(summaries)
+            else:
+                json_keys = sorted(set(to_pid) & set(summaries), key=to_pid.__getitem__)
+                pids = [to_pid[k] for k in json_keys]
+                report.pids_without_summary = len(set(to_pid) - set(summaries))
             if pids:
-                vecs = np.stack([summaries[p] for p in pids])
+                vecs = np.stack([summaries[k] for k in json_keys])
                 normalized &= bool(np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3))
                 table = shard_table([str(p) for p in pids], SUMMARY_PERSPECTIVE, _vec_shas(vecs), vecs, pids)
                 _replace_perspective(folder, SUMMARY_PERSPECTIVE, table)
@@ -292,7 +318,7 @@ def export_official(
 ) -> dict[str, Path]:
     """Write our features of ``manifest`` (default: the workspace's ``split`` rows) in the release format:
     ``out_dir/<name>/train.npz`` and, when summaries exist, ``out_dir/train_caption_summary_biometric.json``
-    (``name`` defaults to the encoder slug; the JSON key is ``ft_<name>``)."""
+    (``name`` defaults to the encoder slug; the JSON key is ``ft_<name>``; pids as ``summary_pid_column``)."""
     from captions.feature_reader import load_text_features, read_perspective
     from captions.features import read_meta
     from differ_common.io import atomic_path, write_json_atomic
@@ -311,11 +337,10 @@ def export_official(
     meta = read_meta(ws.features_dir(dataset, encoder))
     if SUMMARY_PERSPECTIVE in meta.get("perspectives", {}):
         ids, vecs = read_perspective(ws.root, dataset, encoder, SUMMARY_PERSPECTIVE)
-        wanted = {str(int(x)) for x in m["pid"]} if "pid" in m.columns else set(ids.tolist())
-        obj = {
-            str(i): {f"ft_{name}": [float(x) for x in v]}
-            for i, v in sorted(zip(ids.tolist(), vecs), key=lambda t: int(t[0]))
-            if str(i) in wanted
-        }
+        to_pid = _summary_keys(m, dataset)
+        key_of = {p: k for k, p in to_pid.items()} if to_pid is not None else None
+        rows = [(int(i), v) for i, v in zip(ids.tolist(), vecs)]
+        rows = [(key_of[i], v) for i, v in rows if i in key_of] if key_of is not None else rows
+        obj = {str(k): {f"ft_{name}": [float(x) for x in v]} for k, v in sorted(rows, key=lambda t: t[0])}
         written["summary"] = write_json_atomic(out / SUMMARY_JSON, obj)
     return written

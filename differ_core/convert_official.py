@@ -1,21 +1,25 @@
 """Load the authors' released DIFFER weights (``model/eva_meta_bio.py`` naming) into our model.
 
-The official EVA02 DIFFER model (``last_layer='clipFc_clsFc'``) keeps ``depth - 1`` blocks in ``blocks.*`` and the
-last block as ``head_bio.*`` with its final norm ``norm_bio.*``; its identity feature is that branch's CLS token.
-Key mapping (official → ours)::
+The official EVA02 DIFFER model (``last_layer='clipFc'``; ``'clipFc_clsFc'`` in their first release) keeps
+``depth - 1`` blocks in ``blocks.*`` and the last block as ``head_bio.*`` with its final norm ``norm_bio.*``; its
+identity feature is that branch's CLS token. Key mapping (official → ours)::
 
     blocks.{i}                     → backbone.blocks.{i}              (i < depth - 1)
     head_bio.*                     → backbone.blocks.{depth-1}.*      (+ head_bio.* when model.bio_head)
     norm_bio.*                     → backbone.norm.*                  (+ norm_bio.* when model.bio_head)
     patch_embed.*, cls_token, pos_embed, fc_norm.*, rope.* → backbone.*
+    norm.*                         → backbone.norm.*                  (their baseline, last_layer='transformer':
+                                                                       all ``depth`` blocks in blocks.*)
     camera_embed [C, 1, F]         → camera_embed [C, F]
     head.{weight,bias}             → classifier.{weight,bias}
     head_clip_bio.{weight,bias}    → bio_proj.{weight,bias}
     head_clip_bioReverse.{k}.head_fc.weight → nb_heads.{k}.proj.weight
     bottleneck.*                   → bottleneck.*
 
-A leading ``module.`` or ``base.`` (their wrapper) is stripped. Tensors with no counterpart (e.g.
-``head_clip_nonbio.*``, logit scales) are reported, never silently dropped; a shape mismatch is an error.
+A leading ``module.`` (their DDP save) or ``base.`` (their wrapper) is stripped. Tensors with no counterpart (e.g.
+``head_clip_nonbio.*``, logit scales, a ``head_clip_bioReverse.{k}.head_fc.bias``: their published head is
+bias-free, ours too) are reported, never silently dropped; a shape mismatch is an error. Set ``model.lambda_cam``
+to their ``MODEL.CAMERA_XISHU`` (3; 1 by default in their first release).
 
 CLI: ``python -m differ_core.convert_official OFFICIAL.pth --config configs/ltcc.yaml --out ckpt.pt`` writes a
 differ checkpoint (``best.pt`` format) that ``differ evaluate --checkpoint`` reads.
@@ -33,7 +37,9 @@ import torch
 
 from differ_common.errors import DifferError
 
-_BACKBONE_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "fc_norm.", "rope.", "norm_pre.", "reg_token")
+_BACKBONE_PREFIXES = (
+    "patch_embed.", "cls_token", "pos_embed", "fc_norm.", "rope.", "norm_pre.", "reg_token", "norm."
+)  # fmt: skip
 
 
 def map_official_key(key: str, depth: int, bio_head: bool) -> list[str]:
