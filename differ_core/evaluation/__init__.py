@@ -5,7 +5,7 @@
 * :mod:`.rerank` — k-reciprocal re-ranking;
 * :mod:`.runner` — ``evaluate_run`` / ``evaluate_checkpoint``: features, metrics files and pictures of a run.
 
-``from differ_core.evaluation import evaluate_ranking`` is the public entry point of the metrics; names load lazily.
+``from differ_core.evaluation.metrics import evaluate_ranking`` is the public entry point of the metrics; names load lazily.
 """
 
 from __future__ import annotations
@@ -28,4 +28,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'differ_core.evaluation' has no attribute {name!r}")
+    raise AttributeError(f"module 'differ_core.evaluation.metrics' has no attribute {name!r}")

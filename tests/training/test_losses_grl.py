@@ -128,6 +128,16 @@ def test_batch_hard_triplet_soft_and_margin():
     assert float(alone) == 0.0
 
 
+def test_batch_hard_triplet_takes_the_hardest_positive_and_negative():
+    # three images per identity on a line: each anchor's positives are at different distances
+    f = torch.tensor([[0.0, 0], [0.0, 1], [0.0, 3], [10.0, 0], [10.0, 1], [10.0, 3]])
+    pids = torch.tensor([0, 0, 0, 1, 1, 1])
+    loss, acc = batch_hard_triplet(f, pids, margin=9.0)
+    # hardest positive 3, 2, 3 (per identity); hardest negative 10 for every anchor: relu(ap - 10 + 9)
+    assert float(loss) == pytest.approx(5.0 / 3.0, rel=1e-4)
+    assert float(acc) == 1.0
+
+
 def test_differ_loss_terms_follow_the_config():
     torch.manual_seed(3)
     out = {"feat": torch.randn(4, 6), "logits": torch.randn(4, 3), "bio_proj": torch.randn(4, 5),
