@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import pytest
-
-from types import SimpleNamespace
 
 from differ_common.errors import ConfigError, DifferError, TransientError
 from flows.caching import output_present, stage_cache_policy
