@@ -46,8 +46,8 @@ class RankedRow:
 
 def ranked_row(query: Any, gallery: Any, dist_row: np.ndarray, qi: int, mode: str, ignore_camera: bool,
                top_k: int = 10, caption: str = "") -> RankedRow:  # fmt: skip
-    """The top-``top_k`` of query ``qi`` (``query``/``gallery``: :class:`~differ_core.protocols.EvalSet`)."""
-    from differ_core.evaluation import classify_gallery
+    """The top-``top_k`` of query ``qi`` (``query``/``gallery``: :class:`~differ_core.evaluation.protocols.EvalSet`)."""
+    from differ_core.evaluation.metrics import classify_gallery
 
     row = np.asarray(dist_row, dtype=np.float64).reshape(-1)
     order = np.argsort(row, kind="stable")[:top_k]

@@ -118,7 +118,7 @@ def validate(
 ) -> dict[str, Any]:  # fmt: skip
     """Rank the held-out identities (query vs gallery) under ``run.select_protocol``; ``general`` is the fallback
     when no query has a clothes-changing match. Returns rank1/rank5/mAP/num_valid_query/protocol."""
-    from differ_core.evaluation import FeatureDistance, evaluate_ranking
+    from differ_core.evaluation.metrics import FeatureDistance, evaluate_ranking
 
     feats = extract(model, val["images"], torch.tensor(val["camids"]), mean, std, device,
                     cfg.run.eval_batch_size, autocast)  # fmt: skip

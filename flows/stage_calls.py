@@ -123,7 +123,7 @@ def run_training(
 
 def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
     """Evaluate a run (its selected checkpoint) and draw its pictures; returns the written files."""
-    from differ_core.evaluate import evaluate_run
+    from differ_core.evaluation.runner import evaluate_run
 
     evaluate_run(
         run_dir,

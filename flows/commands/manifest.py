@@ -65,7 +65,7 @@ def _scalar(text: str) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from data_manifests.registry import dataset_info, make_manifest_report
-    from data_manifests.summary import print_split_summary
+    from data_manifests.splits import print_split_summary
     from differ_common.errors import ConfigError
 
     info = dataset_info(args.dataset)

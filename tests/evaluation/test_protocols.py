@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from differ_common.errors import DataError
-from differ_core.evaluation import EvaluationInputError, evaluate_ranking, pairwise_distance
-from differ_core.protocols import (
+from differ_core.evaluation.metrics import EvaluationInputError, evaluate_ranking, pairwise_distance
+from differ_core.evaluation.protocols import (
     Protocol,
     RerankOptions,
     build_set,

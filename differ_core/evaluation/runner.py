@@ -33,7 +33,7 @@ class Evaluation:
     """Everything one evaluation produced (``metrics`` is what ``metrics.json`` holds)."""
 
     metrics: dict[str, Any]
-    results: dict[str, Any]  # protocol name -> differ_core.protocols.ProtocolResult
+    results: dict[str, Any]  # protocol name -> differ_core.evaluation.protocols.ProtocolResult
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -117,8 +117,8 @@ def evaluate_loaded(
     plot_queries: list[str] | None = None,
 ) -> Evaluation:
     """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files."""
+    from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
     from differ_core.extract import extract_with_model
-    from differ_core.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
 
     protocols = protocols_from_manifest(manifest, single_shot=single_shot)
     rows = _eval_rows(manifest, protocols)
