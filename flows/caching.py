@@ -1,9 +1,11 @@
-"""Task cache keys derived from the fingerprints of exactly the inputs a stage reads.
+"""Task cache policies and the on-disk check that a cached stage's output still exists.
 
-The key is a hash of the stage's parameters, so a result is stored and found under the same key in every run.
-Whether the output is still on disk is checked before the task is called (``output_present``): when it is
-gone, the caller refreshes the cache, so a deleted output (or a partial workspace) is recomputed instead of
-returning a stale cached result.
+A stage task's cache key is Prefect's ``INPUTS - <ignored parameters> + TASK_SOURCE``: the hash of the
+parameters it reads (fingerprints of its upstream files and models, model package versions included) and of
+the task's own source, so a result is found under the same key in every run and an edited task body
+recomputes. Whether the output is still on disk is checked before the task is called (``output_present``):
+when it is gone, the caller refreshes the cache, so a deleted output (or a partial workspace) is recomputed
+instead of returning a stale cached result.
 """
 
 from __future__ import annotations
@@ -12,24 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from differ_common.fingerprint import sha256_json
-
-CACHE_VERSION = "2"
+from prefect.cache_policies import TASK_SOURCE, CachePolicy, Inputs
 
 
-def make_cache_key_fn(stage: str, ignore: tuple[str, ...] = ()) -> Callable[..., str]:
-    """``cache_key_fn`` for Prefect: hash of (stage, parameters).
-
-    ``ignore`` names parameters that do not change the output (a batch size, the path of a prompts file
-    whose content is already in the key as a prompt id).
-    """
-
-    def key_fn(context: Any, parameters: dict[str, Any]) -> str:
-        keyed = {k: v for k, v in parameters.items() if k not in ignore}
-        return f"{stage}-{sha256_json({'v': CACHE_VERSION, 'stage': stage, 'params': keyed}, 32)}"
-
-    key_fn.__name__ = f"{stage}_cache_key"
-    return key_fn
+def stage_cache_policy(ignore: tuple[str, ...] = ()) -> CachePolicy:
+    """``INPUTS - ignore + TASK_SOURCE``; ``ignore`` names parameters that do not change the output
+    (a batch size, the path of a prompts file whose content is already in the key as a prompt id)."""
+    return Inputs(exclude=list(ignore)) + TASK_SOURCE
 
 
 def output_present(output_ok: Callable[[dict[str, Any]], bool], parameters: dict[str, Any]) -> bool:

@@ -26,10 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         try:
             mod = importlib.import_module(f"flows.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"flows.commands.{module}":
-                continue  # command not built yet
-            raise
+        except ImportError as exc:
+            raise ImportError(
+                f"differ {name}: its module flows.commands.{module} cannot be imported ({exc}); "
+                "fix the module or its entry in flows.commands.COMMANDS"
+            ) from exc
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[_common()])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

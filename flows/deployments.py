@@ -24,6 +24,34 @@ DEPLOYMENTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# Every stage loads its model onto the first GPU (`cuda`) and multi-process training takes all of them, so by
+# default one GPU task runs at a time on a machine; raise it with `differ serve --gpu-slots N`.
+DEFAULT_GPU_SLOTS = 1
+
+
+def ensure_gpu_limit(slots: int | None = None) -> int | None:
+    """Make sure task runs tagged ``gpu`` have a tag concurrency limit; returns the limit now in force.
+
+    ``slots``: set the limit to that many concurrent task runs; ``None`` keeps an existing limit (or creates
+    ``DEFAULT_GPU_SLOTS``); ``0`` leaves the limits alone and returns ``None``.
+    """
+    if slots == 0:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.tasks import GPU_TAG
+
+    with get_client(sync_client=True) as client:
+        if slots is None:
+            try:
+                return int(client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit)
+            except ObjectNotFound:
+                slots = DEFAULT_GPU_SLOTS
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+    return slots
+
+
 def runner_deployments() -> list[Any]:
     """``RunnerDeployment`` objects for ``prefect.serve``."""
     from flows.config import PipelineConfig

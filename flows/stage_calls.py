@@ -82,11 +82,19 @@ def launch_options(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+TRAIN_LOG_EVERY_S = 30.0
+
+
 def run_training(
     workdir: str, run_name: str, train_cfg: dict[str, Any], launch: dict[str, Any], log: Callable[[str], None]
 ) -> tuple[Path, Path]:
-    """Train in-process (one process) or through ``accelerate launch``; returns (run dir, final checkpoint)."""
+    """Train in-process (one process) or through ``accelerate launch``; returns (run dir, final checkpoint).
+
+    ``log`` gets the progress: in-process, the newest ``train_log.csv`` row every ``TRAIN_LOG_EVERY_S``
+    seconds; launched, every line of the child's output (its progress bar redrawn at most that often).
+    """
     from differ_core.config import TrainConfig
+    from flows.run_logging import TrainLogTail
 
     cfg = dict(train_cfg)
     cfg["run"] = {**cfg.get("run", {}), "name": run_name}
@@ -94,13 +102,15 @@ def run_training(
     if launch.get("processes", 1) * launch.get("num_machines", 1) <= 1:
         from differ_core.training import train
 
-        run_dir = Path(train(TrainConfig(**cfg)))
+        with TrainLogTail(run_dir / "train_log.csv", log, TRAIN_LOG_EVERY_S):
+            run_dir = Path(train(TrainConfig(**cfg)))
     else:
         from flows.launch import accelerate_command, run_streaming
 
         cfg_file = run_dir / "launch_config.yaml"
         write_text_atomic(cfg_file, yaml.safe_dump(cfg, sort_keys=False))
         cmd, env = accelerate_command(cfg_file, **launch)
+        env.setdefault("TQDM_MININTERVAL", str(TRAIN_LOG_EVERY_S))  # one log line per redraw of the bar
         log("launching: " + " ".join(cmd))
         run_streaming(cmd, env=env, log=log)
     ckpts = sorted(RunLayout(run_dir).checkpoints.glob("last.*"))

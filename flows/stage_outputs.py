@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,14 @@ def train_ok(p: dict[str, Any]) -> bool:
 
 def evaluate_ok(p: dict[str, Any]) -> bool:
     return RunLayout(Path(p["run_dir"])).metrics.exists()
+
+
+# stage -> its output check (called with the task's parameters)
+OUTPUT_CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "manifest": manifest_ok,
+    "caption": caption_ok,
+    "summarize": summarize_ok,
+    "encode": encode_ok,
+    "train": train_ok,
+    "evaluate": evaluate_ok,
+}

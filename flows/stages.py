@@ -10,12 +10,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows import stage_outputs
 from flows.caching import output_present, result_storage_for
 from flows.config import PipelineConfig
-from flows.fingerprints import dataset_root_signature, file_fingerprint, model_dir_fingerprint, on_disk
 from flows.stage_calls import caption_settings, default_root, launch_options, resolve_training, run_name_for
-from flows.tasks import caption_task, encode_task, evaluate_task, manifest_task, summarize_task, train_task
+from flows.stage_fingerprints import (
+    captioner_spec_fingerprint,
+    dataset_root_signature,
+    encoder_spec_fingerprint,
+    file_fingerprint,
+    on_disk,
+)
+from flows.stage_outputs import OUTPUT_CHECKS
+from flows.tasks import (
+    GPU_TAG,
+    caption_task,
+    encode_task,
+    evaluate_task,
+    manifest_task,
+    summarize_task,
+    train_task,
+)
 
 
 class StageStop(Exception):
@@ -52,11 +66,13 @@ class Context:
         return ctx
 
     def prepared(self, task: Any, stage: str, params: dict[str, Any]) -> Any:
-        """``task`` storing results in this workspace; refreshed when the user asks or its output is gone."""
-        output_ok = getattr(stage_outputs, f"{stage}_ok")
-        refresh = stage in self.cfg.refresh or not output_present(output_ok, params)
+        """``task`` storing results in this workspace; refreshed when the user asks or its output is gone;
+        tagged ``gpu`` when it will load a model onto a GPU (``uses_gpu``)."""
+        refresh = stage in self.cfg.refresh or not output_present(OUTPUT_CHECKS[stage], params)
         return task.with_options(
-            result_storage=result_storage_for(self.workdir), refresh_cache=refresh or None
+            result_storage=result_storage_for(self.workdir),
+            refresh_cache=refresh or None,
+            tags={GPU_TAG} if uses_gpu(self.cfg, stage) else set(),
         )
 
     def call(self, task: Any, stage: str, **params: Any) -> Any:
@@ -74,6 +90,23 @@ class Context:
                 "counts": {} if cached else dict(counts or {}),
             }
         )
+
+
+def uses_gpu(cfg: PipelineConfig, stage: str) -> bool:
+    """Will ``stage`` load a model onto a CUDA device? Captioning and summarizing only with a model backend
+    (not ``attributes`` / ``extractive``); encode, train and evaluate always load one. The device is
+    ``cfg.device`` for captioning, else what auto-detection picks (a visible CUDA GPU)."""
+    if stage in ("manifest",):
+        return False
+    if stage == "caption" and cfg.captioner == "attributes":
+        return False
+    if stage == "summarize" and cfg.summarizer == "extractive":
+        return False
+    if stage == "caption" and cfg.device:
+        return cfg.device.startswith("cuda")
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def manifest_step(ctx: Context) -> None:
@@ -100,7 +133,7 @@ def caption_step(ctx: Context, runner: Any) -> None:
     """One task per perspective, spread by ``runner`` (threads or a Dask cluster)."""
     cfg = ctx.cfg
     prompt_ids = caption_settings(cfg)
-    captioner_fp = model_dir_fingerprint(cfg.captioner)
+    captioner_fp = captioner_spec_fingerprint(cfg.captioner)
     params = {
         p: dict(
             workdir=ctx.workdir,
@@ -143,7 +176,7 @@ def summarize_step(ctx: Context) -> None:
         dataset=cfg.dataset,
         biometric_fp=ctx.caption_fps["biometrics"],
         summarizer=cfg.summarizer,
-        summarizer_fp=model_dir_fingerprint(cfg.summarizer),
+        summarizer_fp=captioner_spec_fingerprint(cfg.summarizer),
     )
     out = result_of("summarize", st)
     ctx.summary_fp = out["fingerprint"]
@@ -158,7 +191,7 @@ def encode_step(ctx: Context) -> None:
         workdir=ctx.workdir,
         dataset=cfg.dataset,
         encoder=cfg.encoder,
-        encoder_fp=model_dir_fingerprint(cfg.encoder),
+        encoder_fp=encoder_spec_fingerprint(cfg.encoder),
         caption_fps=dict(sorted(ctx.caption_fps.items())),
         summary_fp=ctx.summary_fp,
     )

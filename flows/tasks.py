@@ -1,13 +1,15 @@
 """Prefect tasks: one per stage, each a thin call into its package, returning paths and fingerprints.
 
 Every task takes only strings, numbers and small dicts (the fingerprints of what it reads), so its cache
-key is exactly its inputs. A stage's own ``DifferError`` becomes a Failed state with that one-line
-message (no traceback wall); transient errors (a held lock, a busy or out-of-memory GPU) are retried.
+key is exactly its inputs plus its own source (``flows.caching.stage_cache_policy``). A stage's own
+``DifferError`` becomes a Failed state with that one-line message (no traceback wall); transient errors are
+retried, chosen by type (``is_transient``), never by message text.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,26 +17,29 @@ from prefect import get_run_logger, task
 from prefect.states import Failed
 
 from captions.table import read_current_json
-from differ_common.errors import DifferError
+from differ_common.errors import DifferError, StageFailed, TransientError
 from differ_common.fingerprint import sha256_file
 from differ_common.workspace import Workspace
-from flows.caching import make_cache_key_fn
-from flows.fingerprints import features_fingerprint
+from flows.caching import stage_cache_policy
+from flows.run_logging import ProgressLog
+from flows.stage_fingerprints import features_fingerprint
 
-TRANSIENT_MARKERS = (
-    "out of memory",
-    "cuda error: device busy",
-    "resource busy",
-    "another process is running",
-)
+# carried by task runs that load a model onto a GPU; `differ serve` limits how many run at once
+GPU_TAG = "gpu"
 
 
 def is_transient(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}".lower()
-    return isinstance(exc, TimeoutError) or any(m in text for m in TRANSIENT_MARKERS)
+    """Worth retrying: a ``TransientError`` (held lock, busy device), a ``TimeoutError``, or a batch's
+    ``torch.OutOfMemoryError``; every other error (a ``DifferError`` included) is permanent."""
+    if isinstance(exc, TransientError | TimeoutError):
+        return True
+    torch = sys.modules.get("torch")  # an out-of-memory error exists only once torch is imported
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
 
 
 def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's ``retry_condition_fn``: retry exactly the transient failures."""
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - we only classify it
@@ -42,28 +47,24 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-class StageFailed(Exception):
-    """Raised (as a Failed state) when a stage rejects its input."""
-
-
 def stage_task(stage: str, ignore: tuple[str, ...] = (), **task_kwargs: Any):
-    """Decorator: a cached, retried Prefect task whose DifferError becomes a clean Failed state."""
+    """Decorator: a cached, retried Prefect task whose permanent DifferError becomes a clean Failed state."""
 
     def wrap(fn: Callable[..., dict[str, Any]]):
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any):
             try:
                 return fn(*args, **kwargs)
+            except TransientError:
+                raise  # an exception, so that Prefect's retry condition sees it
             except DifferError as exc:
-                if is_transient(exc):
-                    raise
                 msg = f"{stage}: {exc}"
                 get_run_logger().error(msg)
                 return Failed(message=msg, data=StageFailed(msg))
 
         return task(
             name=f"differ-{stage}",
-            cache_key_fn=make_cache_key_fn(stage, ignore),
+            cache_policy=stage_cache_policy(ignore),
             persist_result=True,
             result_serializer="json",
             retries=2,
@@ -135,14 +136,21 @@ def caption_task(
     }
 
 
-def _progress(perspective: str):
-    """A Prefect progress artifact for this perspective, or None when there is no API to write it to."""
+def _progress(perspective: str) -> Callable[[float], None]:
+    """Run-log lines every 10%, plus a Prefect progress artifact when there is an API to write it to."""
+    log_line = ProgressLog(f"caption {perspective}", get_run_logger().info)
     try:
         from flows.artifacts import CaptionProgress
 
-        return CaptionProgress(perspective)
+        artifact = CaptionProgress(perspective)
     except Exception:  # noqa: BLE001 - no API to write artifacts to is fine
-        return None
+        return log_line
+
+    def both(fraction: float) -> None:
+        log_line(fraction)
+        artifact(fraction)
+
+    return both
 
 
 @stage_task("summarize")
@@ -164,9 +172,10 @@ def encode_task(
     """Text features for every current caption (and summary); only new or changed strings are encoded."""
     from captions import encode_dataset
 
-    report = encode_dataset(workdir, dataset, encoder=encoder)
+    logger = get_run_logger()
+    report = encode_dataset(workdir, dataset, encoder=encoder, progress=ProgressLog("encode", logger.info))
     encoded = {k: int(v) for k, v in report.encoded.items()}
-    get_run_logger().info("encode: %s", encoded)
+    logger.info("encode: %s", encoded)
     return {
         "dir": str(Workspace.at(workdir).features_dir(dataset, encoder)),
         "fingerprint": features_fingerprint(encoder, encoder_fp, caption_fps, summary_fp),
@@ -175,7 +184,7 @@ def encode_task(
 
 
 # ---------------------------------------------------------------- training
-@stage_task("train")
+@stage_task("train", log_prints=True)  # in-process training prints its epoch lines
 def train_task(
     workdir: str,
     run_name: str,

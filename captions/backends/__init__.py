@@ -71,6 +71,23 @@ def model_dir_fingerprint(path: str | os.PathLike) -> str:
     return sha256_json(items, 16)
 
 
+# the distributions that run each backend (their versions are part of ``captioner_fingerprint``)
+RUNTIME_PACKAGES = {"hf": ("transformers",), "vllm": ("vllm", "transformers")}
+
+
+def captioner_fingerprint(spec: str) -> str:
+    """Cheap fingerprint of a captioner (or ``hf:`` summarizer) spec: the spec, the installed versions of the
+    packages that run its backend, and ``model_dir_fingerprint`` of its model folder; reads no weights."""
+    from captions.encoders import installed_versions
+
+    backend, _, loc = spec.partition(":")
+    parts: list[Any] = [spec, installed_versions(*RUNTIME_PACKAGES.get(backend.strip().lower(), ()))]
+    if loc.strip():
+        folder = Path(loc.strip()).expanduser()
+        parts.append(model_dir_fingerprint(folder) if folder.is_dir() else f"missing:{folder}")
+    return sha256_json(parts, 16)
+
+
 def check_model_dir(spec: str, path: str, kind: str = "vlm") -> Path:
     """A local transformers model folder with a config.json, else one ConfigError line naming it."""
     root = Path(path).expanduser()

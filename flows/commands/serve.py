@@ -7,6 +7,13 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs")
+    p.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=None,
+        help="concurrent task runs tagged gpu (a tag concurrency limit; default: keep the existing one, "
+        "else 1; 0: leave the limits alone)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,7 +22,14 @@ def run(args: argparse.Namespace) -> int:
     apply_offline_defaults(quiet=False)
     from prefect import serve
 
-    from flows.deployments import runner_deployments
+    from flows.deployments import ensure_gpu_limit, runner_deployments
 
+    if args.gpu_slots is not None and args.gpu_slots < 0:
+        from differ_common.errors import ConfigError
+
+        raise ConfigError(f"--gpu-slots {args.gpu_slots}: give a number >= 0")
+    slots = ensure_gpu_limit(args.gpu_slots)
+    if slots is not None:
+        print(f"differ serve: at most {slots} task run(s) tagged gpu at a time (--gpu-slots)", flush=True)
     serve(*runner_deployments(), limit=args.limit)
     return 0

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import pytest
 
-from differ_common.errors import ConfigError, DifferError
-from flows.caching import make_cache_key_fn, output_present
+from differ_common.errors import ConfigError, DifferError, TransientError
+from flows.caching import output_present, stage_cache_policy
 from flows.cli import main
 from flows.config import PipelineConfig, load_pipeline_config
-from flows.fingerprints import dataset_root_signature, features_fingerprint
 from flows.launch import accelerate_command, run_streaming
+from flows.stage_fingerprints import dataset_root_signature, features_fingerprint
 from flows.tasks import is_transient, manifest_task
 
 
-def test_cache_key_depends_on_exactly_the_parameters():
-    key = make_cache_key_fn("s", ignore=("batch_size",))
+def test_cache_key_depends_on_exactly_the_parameters_and_the_task_source():
+    def key(source: str, params: dict, ignore: tuple[str, ...] = ("batch_size",)) -> str:
+        ctx = SimpleNamespace(task=SimpleNamespace(source_code=source))
+        return stage_cache_policy(ignore).compute_key(ctx, params, {})
+
     params = {"a": 1, "fp": "x", "batch_size": 8}
-    k1 = key(None, params)
-    assert k1 == key(None, dict(params)) == key(None, {**params, "batch_size": 64})  # same key in every run
-    assert key(None, {**params, "fp": "y"}) != k1
-    assert make_cache_key_fn("t")(None, params) != make_cache_key_fn("s")(None, params)
+    k1 = key("s", params)
+    assert k1 == key("s", dict(params)) == key("s", {**params, "batch_size": 64})  # same key in every run
+    assert key("s", {**params, "fp": "y"}) != k1
+    assert key("t", params) != key("s", params)  # another (or an edited) task body
+    assert key("s", {**params, "batch_size": 64}, ignore=()) != key("s", params, ignore=())
 
 
 def test_missing_or_unreadable_output_forces_a_refresh(tmp_path):
@@ -93,11 +98,16 @@ def test_run_streaming_reports_exit_code_and_last_lines():
         run_streaming([sys.executable, "-c", code], log=lambda s: None)
 
 
-def test_transient_errors_are_classified():
+def test_transient_errors_are_classified_by_type():
+    import torch
+
     assert is_transient(TimeoutError("lock"))
-    assert is_transient(RuntimeError("CUDA out of memory. Tried to allocate"))
-    assert is_transient(DifferError("x.lock: another process is running captioning"))
+    assert is_transient(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert is_transient(TransientError("x.lock: another process is running captioning"))
     assert not is_transient(DifferError("/data/LTCC_ReID/train: folder missing"))
+    # the permanent case says "out of memory" too; its type decides, not its text
+    assert not is_transient(DifferError("/m/llava: out of memory on a single image; lower max_new_tokens"))
+    assert not is_transient(RuntimeError("CUDA out of memory"))
 
 
 def test_cli_unknown_pipeline_yaml_is_one_line_error(tmp_path, capsys):

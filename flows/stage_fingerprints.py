@@ -32,22 +32,26 @@ def file_fingerprint(path: str | Path) -> str:
     return sha256_file(path, 16) if Path(path).exists() else "missing"
 
 
-def model_dir_fingerprint(spec: str) -> str:
-    """A spec like ``hf:/models/llava`` → hash of its config files and weight file sizes (no loading)."""
-    _, _, loc = spec.partition(":")
-    path = Path(loc.split("@")[-1]) if loc else None
-    if not path or not path.exists():
-        return sha256_json(spec, 16)
-    if path.is_file():
-        st = path.stat()
-        return sha256_json([spec, st.st_size, st.st_mtime_ns], 16)
-    items: list[Any] = [spec]
-    for p in sorted(path.iterdir()):
-        if p.suffix == ".json":
-            items.append([p.name, p.read_text(errors="replace")])
-        elif p.is_file():
-            items.append([p.name, p.stat().st_size])
-    return sha256_json(items, 16)
+def encoder_spec_fingerprint(spec: str) -> str:
+    """``captions.encoders.encoder_fingerprint``: spec, model package versions, local files' configs and sizes.
+
+    A spec the encoder cannot parse gets a fingerprint of its text; the encode task then reports the error.
+    """
+    from captions.encoders import encoder_fingerprint
+    from differ_common.errors import ConfigError
+
+    try:
+        return encoder_fingerprint(spec)
+    except ConfigError:
+        return sha256_json(["unparsed", spec], 16)
+
+
+def captioner_spec_fingerprint(spec: str) -> str:
+    """``captions.backends.captioner_fingerprint`` (captioners and summarizers): spec, backend package
+    versions, the model folder's ``model_dir_fingerprint``."""
+    from captions.backends import captioner_fingerprint
+
+    return captioner_fingerprint(spec)
 
 
 def features_fingerprint(
@@ -66,7 +70,7 @@ def on_disk(workdir: str, dataset: str, perspectives: list[str], encoder: str) -
     caption_fps = {p: current[p]["fingerprint"] for p in perspectives if p in current}
     summary = ws.summaries(dataset)
     summary_fp = file_fingerprint(summary) if summary.exists() else None
-    enc_fp = model_dir_fingerprint(encoder)
+    enc_fp = encoder_spec_fingerprint(encoder)
     return {
         "manifest_fp": file_fingerprint(ws.manifest(dataset)),
         "caption_fps": caption_fps,
