@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from differ_core.errors import DataError, DifferError
+from differ_common.errors import DataError, DifferError
 
 MODES = ("general", "clothes_changing", "same_clothes")
 
@@ -21,8 +21,8 @@ def _reference_metrics(ckpt, man: pd.DataFrame) -> dict[str, dict[str, float | i
     A mode without a valid query is left out."""
     import torch
 
-    from differ_core.evaluation_reference import evaluate_loop
     from differ_core.model import load_model_for_inference
+    from differ_core.testing import evaluate_loop
 
     model, _cfg, info = load_model_for_inference(ckpt)
     mean, std = np.array(info["mean"], np.float32), np.array(info["std"], np.float32)
@@ -57,7 +57,7 @@ def _assert_metrics(got: dict, want: dict) -> None:
 
 
 def test_evaluate_run_writes_the_contract(tiny_work):
-    from differ_core.evaluate import evaluate_run
+    from differ_core.evaluation.runner import evaluate_run
 
     run = tiny_work / "runs" / "r1"
     m = evaluate_run(run, plots=2, progress=False)
@@ -125,7 +125,12 @@ def test_extract_features_paths_flip_and_errors(tiny_work):
 
 
 def test_selection_checkpoint_and_out_dir(tiny_work, tmp_path):
-    from differ_core.evaluate import evaluate_checkpoint, evaluate_run, resolve_run, select_checkpoint
+    from differ_core.evaluation.runner import (
+        evaluate_checkpoint,
+        evaluate_run,
+        resolve_run,
+        select_checkpoint,
+    )
 
     run = tmp_path / "work" / "runs" / "copy"
     shutil.copytree(tiny_work / "runs" / "r2", run)
@@ -169,7 +174,7 @@ def _workspace_with(tiny_work, work, keep) -> pd.DataFrame:
 
 
 def test_single_shot_with_one_gallery_image_per_identity_equals_multi_shot(tiny_work, tmp_path):
-    from differ_core.evaluate import evaluate_checkpoint
+    from differ_core.evaluation.runner import evaluate_checkpoint
 
     # query: both outfits at camera 0; gallery: outfit 0 at camera 1 only, so every trial draws the same gallery
     def keep(r: dict) -> bool:
@@ -193,7 +198,7 @@ def test_single_shot_with_one_gallery_image_per_identity_equals_multi_shot(tiny_
 
 
 def test_single_shot_without_a_same_clothes_match_is_skipped_with_the_reason(tiny_work, tmp_path):
-    from differ_core.evaluate import evaluate_checkpoint
+    from differ_core.evaluation.runner import evaluate_checkpoint
 
     # queries wear outfit 1, the gallery only outfit 0: no query has a same-clothes match, in any trial
     def keep(r: dict) -> bool:

@@ -20,7 +20,7 @@ from data_manifests.synthcc.attributes import (
     LIGHTINGS,
     sample_images,
 )
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 from flows.cli import main
 
 TINY = resolve_config("tiny")

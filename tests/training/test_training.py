@@ -7,8 +7,8 @@ import csv
 import pytest
 import torch
 
+from differ_common.errors import DataError, DifferError
 from differ_core.config import TrainConfig
-from differ_core.errors import DataError, DifferError
 from differ_core.training import train
 
 from .conftest import toy_config
