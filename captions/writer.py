@@ -10,9 +10,11 @@ only what is still missing. One lock per (dataset, perspective) keeps two proces
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,14 +207,12 @@ def caption_dataset(
     if hasattr(cap, "check_images"):
         cap.check_images(target["image_id"].tolist())
     locks = ws.locks()
-    from contextlib import ExitStack
-
-    from differ_common.io import clean_stale_temps, stage_lock
+    from differ_common.io import clean_stale_temps
 
     with ExitStack() as stack:
         for p in wanted:  # PERSPECTIVES order everywhere: no lock-order deadlock
-            stack.enter_context(
-                stage_lock(locks / f"captions-{dataset}-{p}.lock", lock_timeout, f"captioning {dataset}/{p}")
+            _enter_lock(
+                stack, locks / f"captions-{dataset}-{p}.lock", lock_timeout, f"captioning {dataset}/{p}"
             )
         for p in wanted:
             clean_stale_temps(ws.perspective_dir(dataset, p))
@@ -223,6 +223,21 @@ def caption_dataset(
     if report.errors and on_bad_image == "error":
         raise bad_image_error(report)
     return report
+
+
+def _enter_lock(stack: ExitStack, lock: Path, timeout: float, what: str) -> None:
+    """Take ``lock`` into ``stack``; when another process holds it, say so once on stderr, then wait."""
+    from differ_common.errors import DifferError
+    from differ_common.io import stage_lock
+
+    try:
+        stack.enter_context(stage_lock(lock, 0, what))
+        return
+    except DifferError:
+        if timeout == 0:
+            raise
+    print(f"waiting for the lock {lock}: another process is {what}", file=sys.stderr, flush=True)
+    stack.enter_context(stage_lock(lock, timeout, what))
 
 
 def bad_image_error(report: CaptionReport) -> DataError:

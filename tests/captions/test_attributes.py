@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ from caption_helpers import VALUES, make_workspace
 from captions.attributes_captioner import PERSPECTIVE_COLUMNS, AttributesCaptioner, render
 from captions.prompts import load_prompts
 from captions.writer import caption_dataset
+from data_manifests.registry import make_manifest
 from differ_common.errors import ConfigError, DataError
 from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
@@ -54,18 +56,26 @@ def test_biometric_captions_never_mention_clothing():
 
 @pytest.mark.parametrize("noise", [0.1, 0.3, 0.6])
 def test_noise_rate_is_the_fraction_of_corrupted_attributes(noise):
-    vocab = {c: sorted({v.replace("_", " ") for v in vals}) for c, vals in VALUES.items()}
+    # one word per value, unique across columns, so the text shows which value each attribute got
+    vocab = {c: [f"v{i}{k}" for k in "abc"] for i, c in enumerate(VALUES)}
     rng = random.Random(42)
     corrupted = total = dropped = 0
     for _ in range(600):
-        row = _random_row(rng)
+        row = {c: rng.choice(v) for c, v in vocab.items()}
         for p in PERSPECTIVES:
             d = render(row, p, random.Random(rng.random()), noise=noise, vocab=vocab)
             corrupted += len(d.dropped) + len(d.replaced)
             dropped += len(d.dropped)
             total += d.n_attributes
-            for col in d.replaced:
-                assert row[col].replace("_", " ") != "", col
+            words = set(re.findall(r"\bv\d+[abc]\b", d.text.lower()))
+            for col in PERSPECTIVE_COLUMNS[p]:
+                named = words & set(vocab[col])
+                if col in d.dropped:  # absent: neither the true value nor another one
+                    assert not named, (col, row[col], d.text)
+                elif col in d.replaced:  # exactly one wrong value of the same column
+                    assert len(named) == 1 and row[col] not in named, (col, row[col], d.text)
+                else:
+                    assert named == {row[col]}, (col, row[col], d.text)
     assert abs(corrupted / total - noise) < 0.03
     assert abs(dropped / total - noise / 2) < 0.03  # half dropped, half replaced by a wrong value
 
@@ -134,9 +144,8 @@ def test_missing_table_other_dataset_and_bad_columns(tmp_path):
 
 
 def test_attributes_captioner_on_the_generated_tiny_synthcc(tmp_path):
-    registry = pytest.importorskip("data_manifests.registry")
     w = tmp_path / "w"
-    registry.make_manifest(w, "synthcc", None, size="tiny")
+    make_manifest(w, "synthcc", None, size="tiny")
     report = caption_dataset(w, "synthcc")
     ws = Workspace.at(w)
     manifest = pd.read_parquet(ws.manifest("synthcc"))

@@ -140,7 +140,6 @@ def test_model_folder_errors_are_one_line_before_any_work(tiny_lm, tmp_path):
 
 
 def test_vllm_is_optional_with_a_clear_error(tiny_llava):
-    pytest.importorskip("PIL")
     try:
         import vllm  # noqa: F401
     except ImportError:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from captions import caption_dataset, summarize_dataset
-from captions.summaries import extractive_summary, rank_captions
+from captions.summaries import SUMMARY_PROMPT, extractive_summary, rank_captions
 from differ_common.errors import ConfigError, DataError
 from differ_common.workspace import Workspace
 
@@ -54,6 +54,31 @@ def test_summaries_table_per_training_identity(synth_ws):
     assert path.read_bytes() == before
 
 
+def _greedy_reference(lm_dir, groups: list[list[str]], max_new_tokens: int) -> list[str]:
+    """What the tiny LM writes for each identity: its prompt alone (no batch, no padding), greedy decoding."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from captions.backends import clean_caption
+
+    tok = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True).eval()
+    out = []
+    for captions in groups:
+        body = SUMMARY_PROMPT.format(captions="\n".join(f"- {c}" for c in rank_captions(captions)))
+        msgs = [{"role": "user", "content": body}]
+        prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        n = ids["input_ids"].shape[1]
+        assert n < 512 - max_new_tokens - 16  # every caption fits the context: the summarizer's prompt too
+        with torch.inference_mode():
+            gen = model.generate(
+                **ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        out.append(clean_caption(tok.decode(gen[0, n:], skip_special_tokens=True)))
+    return out
+
+
 def test_hf_summarizer_with_a_tiny_local_causal_lm(synth_ws, tiny_lm):
     caption_dataset(synth_ws, "synthcc", perspectives="biometrics")
     path = summarize_dataset(synth_ws, "synthcc", summarizer=f"hf:{tiny_lm}", max_new_tokens=8)
@@ -64,7 +89,14 @@ def test_hf_summarizer_with_a_tiny_local_causal_lm(synth_ws, tiny_lm):
         .map(lambda s: isinstance(s, str) and s == s.strip() and len(s) > 0 and "\n" not in s)
         .all()
     )
-    assert set(df["flag"]) <= {"", "empty-fallback"}
+    # the LM wrote every summary: no fallback, and each is its greedy continuation of the identity's prompt
+    ws = Workspace.at(synth_ws)
+    caps = pd.read_parquet(ws.perspective_dir("synthcc", "biometrics"))
+    caps = caps.merge(pd.read_parquet(ws.manifest("synthcc"))[["image_id", "pid"]], on="image_id")
+    groups = [caps.loc[caps["pid"] == pid, "caption"].tolist() for pid in df["pid"]]
+    assert set(df["flag"]) == {""}
+    assert not any(s == extractive_summary(g) for s, g in zip(df["summary"], groups, strict=True))
+    assert df["summary"].tolist() == _greedy_reference(tiny_lm, groups, max_new_tokens=8)
     again = pd.read_parquet(
         summarize_dataset(synth_ws, "synthcc", summarizer=f"hf:{tiny_lm}", max_new_tokens=8)
     )

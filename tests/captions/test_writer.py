@@ -159,7 +159,7 @@ def test_crash_after_some_batches_leaves_whole_parts_and_the_rerun_completes(syn
 
 _KILL_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from captions.attributes_captioner import AttributesCaptioner
     from captions.writer import caption_dataset
 
@@ -167,6 +167,10 @@ _KILL_SCRIPT = textwrap.dedent(
         min_batch_size = 1
 
         def caption(self, images, spec, ids):
+            if len(sys.argv) > 4 and not os.path.exists(sys.argv[4]):  # a gate: say so, wait for the file
+                print("CAPTIONING", flush=True)
+                while not os.path.exists(sys.argv[4]):
+                    time.sleep(0.02)
             time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0.05)
             return super().caption(images, spec, ids)
 
@@ -210,18 +214,28 @@ def test_two_writer_processes_at_once_never_interleave(synth_ws, tmp_path):
     script = tmp_path / "slow_caption.py"
     script.write_text(_KILL_SCRIPT)
     ws = Workspace.at(synth_ws)
-    cmd = [sys.executable, str(script), str(synth_ws), "pose,clothing", "0.2"]  # ~5 s of writing
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(ws.captions_dir("synthcc").rglob("part-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)  # starts while the first one writes
-    time.sleep(1.0)
-    assert first.poll() is None and second.poll() is None  # both alive: the second is waiting on the lock
-    out1, _ = first.communicate(timeout=120)
-    out2, _ = second.communicate(timeout=120)
-    assert first.returncode == second.returncode == 0
-    assert "GENERATED 24" in out1 and "GENERATED 0" in out2  # the second waited, then found nothing missing
+    gate, err_file = tmp_path / "gate", tmp_path / "second.err"
+    cmd = [sys.executable, str(script), str(synth_ws), "pose,clothing", "0.01"]
+    first = subprocess.Popen([*cmd, str(gate)], stdout=subprocess.PIPE, text=True)
+    second = None
+    try:
+        assert first.stdout.readline().strip() == "CAPTIONING"  # the first holds its locks, gated
+        with err_file.open("w") as err:
+            second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + 30
+        while "waiting" not in err_file.read_text() and second.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # the second found the first lock (PERSPECTIVES order) held and waits for it
+        lock = ws.locks() / "captions-synthcc-clothing.lock"
+        expected = f"waiting for the lock {lock}: another process is captioning synthcc/clothing"
+        assert expected in err_file.read_text().splitlines(), err_file.read_text()
+        assert first.poll() is None and not list(ws.captions_dir("synthcc").rglob("part-*.parquet"))
+    finally:
+        gate.touch()
+        out1, _ = first.communicate(timeout=120)
+        out2, _ = second.communicate(timeout=120) if second else ("", "")
+    assert first.returncode == second.returncode == 0, err_file.read_text()
+    assert "GENERATED 24" in out1 and "GENERATED 0" in out2  # after the wait, nothing was missing
     df = _table(synth_ws)
     assert len(df) == 2 * N_TRAIN and not df.duplicated(["image_id", "perspective"]).any()
 

@@ -12,11 +12,52 @@ from PIL import Image
 
 from differ_common.errors import DataError, DifferError
 
+MODES = ("general", "clothes_changing", "same_clothes")
+
+
+def _reference_metrics(ckpt, man: pd.DataFrame) -> dict[str, dict[str, float | int]]:
+    """The §5 metrics of ``man``'s query/gallery rows without the code under test: a direct forward of the loaded
+    model on the image files, Euclidean distances of L2-normalised features, the loop-style reference evaluator.
+    A mode without a valid query is left out."""
+    import torch
+
+    from differ_core.model import load_model_for_inference
+    from differ_core.testing import evaluate_loop
+
+    model, _cfg, info = load_model_for_inference(ckpt)
+    mean, std = np.array(info["mean"], np.float32), np.array(info["std"], np.float32)
+    images = []
+    for path in man["path"]:
+        with Image.open(path) as im:
+            assert im.size == tuple(info["img_size"][::-1])  # no resize needed
+            images.append((np.asarray(im.convert("RGB"), np.float32) / 255 - mean) / std)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        f = model(x, torch.tensor(man["camid"].to_numpy())).numpy().astype(np.float64)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    q, g = (man["split"] == "query").to_numpy(), (man["split"] == "gallery").to_numpy()
+    dist = np.linalg.norm(f[q][:, None] - f[g][None], axis=2)
+    col = {c: man[c].to_numpy() for c in ("pid", "camid", "clothes_key")}
+    out = {}
+    for mode in MODES:
+        try:
+            cmc, m_ap, n_valid = evaluate_loop(dist, col["pid"][q], col["pid"][g], col["camid"][q], col["camid"][g],
+                                               col["clothes_key"][q], col["clothes_key"][g], mode=mode)  # fmt: skip
+        except ValueError:  # no valid query
+            continue
+        out[mode] = {"rank1": cmc[0], "rank5": cmc[4], "rank10": cmc[9], "mAP": m_ap, "num_query": int(q.sum()),
+                     "num_valid_query": n_valid}  # fmt: skip
+    return out
+
+
+def _assert_metrics(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k] == (v if isinstance(v, int) else pytest.approx(v, abs=1e-6)), k
+
 
 def test_evaluate_run_writes_the_contract(tiny_work):
-    from differ_core.evaluation.metrics import evaluate_ranking, pairwise_distance
     from differ_core.evaluation.runner import evaluate_run
-    from differ_core.extract import extract_features
 
     run = tiny_work / "runs" / "r1"
     m = evaluate_run(run, plots=2, progress=False)
@@ -42,17 +83,14 @@ def test_evaluate_run_writes_the_contract(tiny_work):
         with Image.open(run / "plots" / f"{name}.png") as im:
             assert im.size[0] > 400 and im.size[1] > 200
 
-    # the same numbers from the public extraction API + evaluate_ranking
+    # the same numbers without extract_features / evaluate_ranking (see _reference_metrics)
     from data_manifests.schema import load_manifest
 
     man = load_manifest(tiny_work, "synthcc")
-    man = man[man.split.isin(["query", "gallery"])].reset_index(drop=True)
-    feats, ids = extract_features(run / "checkpoints" / "best.pt", man, batch_size=5, progress=False)
-    assert ids == man.image_id.tolist() and feats.shape == (36, 32) and feats.dtype == np.float32
-    q, g = (man.split == "query").to_numpy(), (man.split == "gallery").to_numpy()
-    r = evaluate_ranking(pairwise_distance(feats[q], feats[g]), man.pid[q], man.pid[g], man.camid[q],
-                         man.camid[g], man.clothes_id[q], man.clothes_id[g], mode="clothes_changing")  # fmt: skip
-    assert r.mAP == pytest.approx(m["protocols"]["clothes_changing"]["mAP"], abs=1e-6)
+    ref = _reference_metrics(run / "checkpoints" / "best.pt", man[man.split.isin(["query", "gallery"])])
+    assert set(ref) == set(MODES)
+    for mode in MODES:
+        _assert_metrics(m["protocols"][mode], ref[mode])
 
 
 def test_extract_features_paths_flip_and_errors(tiny_work):
@@ -110,9 +148,73 @@ def test_selection_checkpoint_and_out_dir(tiny_work, tmp_path):
     m2 = evaluate_checkpoint(run / "checkpoints" / "last.pt", "synthcc", tmp_path / "work", out_dir=out,
                              progress=False, single_shot=True, seed=3)  # fmt: skip
     assert (out / "metrics.json").exists() and m2["seed"] == 3
-    assert "general_single_shot" in m2["protocols"] or "general_single_shot" in m2["skipped"]
+    # every single-shot trial has a valid query for every mode here: all six protocols run
+    assert set(m2["protocols"]) == {*MODES, *(f"{p}_single_shot" for p in MODES)} and m2["skipped"] == {}
+    single = m2["protocols"]["general_single_shot"]
+    assert single["num_valid_query"] == 12 and single["rank10"] == 1.0  # 6 gallery images, one per identity
+    # each trial's gallery shows one outfit per identity: one of its two queries (outfits 0, 1) keeps its clothes
+    for mode in ("clothes_changing", "same_clothes"):
+        assert m2["protocols"][mode]["num_valid_query"] == 12
+        assert m2["protocols"][f"{mode}_single_shot"]["num_valid_query"] == 6
     with pytest.raises(DataError, match="manifest not found"):
         evaluate_checkpoint(run / "checkpoints" / "last.pt", "ltcc", tmp_path / "work", progress=False)
+
+
+def _workspace_with(tiny_work, work, keep) -> pd.DataFrame:
+    """``work`` with a manifest of the tiny set's query/gallery rows for which ``keep(row)`` is true."""
+    from data_manifests.schema import MANIFEST_COLUMNS, finalize_manifest, load_manifest, write_manifest
+
+    man = load_manifest(tiny_work, "synthcc")
+    cols = ["image_id", "path", "dataset", "split", "raw_pid", "camid", "clothes_key"]
+    rows = [r for r in man[cols].to_dict("records") if r["split"] != "train" and keep(r)]
+    write_manifest(finalize_manifest(rows), work / "manifests" / "synthcc.parquet")
+    out = load_manifest(work, "synthcc")
+    assert list(out.columns) == list(MANIFEST_COLUMNS)
+    return out
+
+
+def test_single_shot_with_one_gallery_image_per_identity_equals_multi_shot(tiny_work, tmp_path):
+    from differ_core.evaluation.runner import evaluate_checkpoint
+
+    # query: both outfits at camera 0; gallery: outfit 0 at camera 1 only, so every trial draws the same gallery
+    def keep(r: dict) -> bool:
+        return r["split"] == "query" or r["image_id"].endswith("_0_c1_0.png")
+
+    man = _workspace_with(tiny_work, tmp_path / "w", keep)
+    gallery = man[man.split == "gallery"]
+    assert (man.split == "query").sum() == 12 and len(gallery) == gallery["pid"].nunique() == 6
+    ckpt = tiny_work / "runs" / "r1" / "checkpoints" / "best.pt"
+    out = tmp_path / "ev"
+    m = evaluate_checkpoint(ckpt, "synthcc", tmp_path / "w", out_dir=out, single_shot=True, progress=False)
+    assert m["single_shot"] is True and m["skipped"] == {}
+    ref = _reference_metrics(ckpt, man)
+    # outfit 1 queries change clothes, outfit 0 queries keep them
+    assert [ref[p]["num_valid_query"] for p in MODES] == [12, 6, 6]
+    for mode in MODES:
+        _assert_metrics(m["protocols"][mode], ref[mode])
+        _assert_metrics(m["protocols"][f"{mode}_single_shot"], ref[mode])
+    trials = pd.read_parquet(out / "metrics.parquet").set_index("protocol")["single_shot_trials"]
+    assert trials["general_single_shot"] == 10 and trials["general"] == 0
+
+
+def test_single_shot_without_a_same_clothes_match_is_skipped_with_the_reason(tiny_work, tmp_path):
+    from differ_core.evaluation.runner import evaluate_checkpoint
+
+    # queries wear outfit 1, the gallery only outfit 0: no query has a same-clothes match, in any trial
+    def keep(r: dict) -> bool:
+        return r["clothes_key"].endswith("_1" if r["split"] == "query" else "_0")
+
+    man = _workspace_with(tiny_work, tmp_path / "w", keep)
+    ckpt = tiny_work / "runs" / "r1" / "checkpoints" / "best.pt"
+    m = evaluate_checkpoint(ckpt, "synthcc", tmp_path / "w", single_shot=True, progress=False, write=False)
+    assert set(m["skipped"]) == {"same_clothes", "same_clothes_single_shot"}
+    assert "no query has a good gallery match" in m["skipped"]["same_clothes_single_shot"]
+    ran = {"general", "clothes_changing", "general_single_shot", "clothes_changing_single_shot"}
+    assert set(m["protocols"]) == ran
+    ref = _reference_metrics(ckpt, man)
+    assert set(ref) == {"general", "clothes_changing"}  # the reference has no valid same-clothes query either
+    for p in ("general_single_shot", "clothes_changing_single_shot"):
+        assert m["protocols"][p]["num_valid_query"] == 6 and m["protocols"][p]["rank10"] == 1.0
 
 
 def test_cli_table_and_compare(tiny_work, capsys):

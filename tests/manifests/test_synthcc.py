@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from data_manifests.registry import make_manifest, make_manifest_report
 from data_manifests.schema import MANIFEST_COLUMNS, load_manifest
-from data_manifests.synthcc import ATTRIBUTE_COLUMNS, generate, resolve_config
-from data_manifests.synthcc.attributes import CLOTHING_ATTRIBUTES, IDENTITY_ATTRIBUTES, sample_images
+from data_manifests.synthcc import ATTRIBUTE_COLUMNS, generate, load_attributes, resolve_config
+from data_manifests.synthcc.attributes import (
+    CLOTHING_ATTRIBUTES,
+    IDENTITY_ATTRIBUTES,
+    LIGHTINGS,
+    sample_images,
+)
 from differ_common.errors import ConfigError
 from flows.cli import main
 
 TINY = resolve_config("tiny")
 MINI = resolve_config("tiny", num_train_ids=3, num_test_ids=2)  # 60 images
+# 36 images for the pixel tests
+PIX = dict(num_train_ids=4, num_test_ids=2, outfits_per_id=2, images_per_outfit=3, num_cameras=3,
+           cameras_per_outfit=2, queries_per_outfit=1)  # fmt: skip
 
 
 def _digest(folder) -> dict[str, str]:
@@ -115,6 +126,60 @@ def test_hairstyle_changes_follow_the_knob(tmp_path):
         return (o["hairstyle"] != o.groupby("pid")["hairstyle"].shift()).groupby(o["pid"]).sum() - 1
 
     assert (changes(never) == 0).all() and (changes(always) == 2).all()
+
+
+def _chroma(x: np.ndarray) -> np.ndarray:
+    return x.max(-1) - x.min(-1)
+
+
+def test_clothing_saliency_zero_draws_grey_clothes(tmp_path):
+    # the same seed: only the clothing colours depend on the knob, so the pixels that change are the clothes
+    folders = {}
+    for c in (1.0, 0.0):
+        cfg = resolve_config("tiny", **PIX, clothing_saliency=c)
+        folders[c] = generate(tmp_path / str(c), cfg, seed=2, workers=1).folder
+    h, w = cfg.img_height, cfg.img_width
+    # draw.py lays the torso from the shoulders (~0.2 h) to the hips (~0.5 h), centred: its middle part
+    torso = (slice(int(0.3 * h), int(0.45 * h)), slice(int(0.42 * w), int(0.58 * w)))
+    clothes_chroma, torso_chroma = {1.0: [], 0.0: []}, {1.0: [], 0.0: []}
+    for r in load_attributes(folders[1.0]).itertuples():
+        raw = {c: np.asarray(Image.open(f / r.image_id), np.float64) for c, f in folders.items()}
+        clothes = np.abs(raw[1.0] - raw[0.0]).sum(-1) > 30
+        assert clothes.mean() > 0.03, r.image_id  # tops, bottoms and shoes are a large part of every image
+        for c in (1.0, 0.0):
+            x = raw[c] / np.array(LIGHTINGS[r.lighting])  # the camera's lighting divided out: grey stays grey
+            clothes_chroma[c].append(np.median(_chroma(x)[clothes]))
+            torso_chroma[c].append(np.median(_chroma(x[torso])))
+    assert max(clothes_chroma[0.0]) < 30 and max(torso_chroma[0.0]) < 30  # grey (noise, jitter, tint)
+    assert np.median(clothes_chroma[1.0]) > 60 and np.median(torso_chroma[1.0]) > 60  # coloured
+
+
+def test_identity_cue_strength_sets_how_different_two_identities_look(tmp_path):
+    """One image (pose, outfit, camera, noise) drawn again with another identity's skin, hair or whole body:
+    the same pixels at strength 0 (everyone alike), visibly other pixels at strength 1."""
+    from data_manifests.synthcc.draw import render
+
+    for strength in (0.0, 1.0):
+        cfg = resolve_config("tiny", **PIX, identity_cue_strength=strength)
+        folder = generate(tmp_path / str(strength), cfg, seed=4, workers=1).folder
+        specs, _ = sample_images(cfg, 4)
+        bodies = {s.row["pid"]: s.render["identity"] for s in specs}
+        size = (cfg.img_height, cfg.img_width, cfg.noise_std, cfg.blur_scale)
+        for spec in specs:
+            mine = spec.render["identity"]
+            image = render(spec, *size)
+            on_disk = np.asarray(Image.open(folder / spec.image_id))
+            assert np.array_equal(image, on_disk)  # the renderer of the generated dataset
+            for cue, least in (("skin", 0.004), ("hair", 0.004), (None, 0.05)):
+                key = cue or "skin"
+                other = max(bodies.values(), key=lambda b: np.abs(np.subtract(b[key], mine[key])).sum())
+                body = {**mine, cue: other[cue]} if cue else other
+                again = render(dataclasses.replace(spec, render={**spec.render, "identity": body}), *size)
+                if strength == 0:
+                    assert np.array_equal(again, image), (cue, spec.image_id)
+                else:
+                    changed = (np.abs(image.astype(int) - again).sum(-1) > 60).mean()
+                    assert changed > least, (cue, spec.image_id, changed)
 
 
 def test_same_settings_reuse_the_folder_and_others_regenerate(tiny, capsys):
