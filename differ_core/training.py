@@ -37,8 +37,9 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def resolve_amp(amp: str, cpu: bool) -> str:
-    """accelerate's ``mixed_precision`` for ``run.amp``: CPU → ``no``; ``auto`` → bf16 where supported, else fp16."""
-    if cpu or amp == "none":
+    """accelerate's ``mixed_precision`` for ``run.amp``: ``auto`` → bf16 where supported, else fp16. On the CPU
+    only an explicit ``bf16`` (CPU autocast) is kept: accelerate builds no fp16 GradScaler for the CPU."""
+    if amp == "none" or (cpu and amp != "bf16"):
         return "no"
     if amp == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
