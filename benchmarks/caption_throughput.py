@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from captions.tiny_vlm import build_tiny_llava
+            from captions.testing import build_tiny_llava
 
             model_dir = str(build_tiny_llava(Path(tmp) / "tiny-llava"))
         cap = HFCaptioner(model_dir, device=args.device)

@@ -9,7 +9,7 @@ L2-normalised, Euclidean distance; cameras and outfits random):
 * ``ours``: :func:`differ_core.evaluation.evaluate_ranking` (chunked; exact);
 * ``loop``: the per-query style of the reference CC-ReID codebases (CAL's ``evaluate`` /
   ``evaluate_with_clothes``: an argsort of the whole matrix, then set operations per query),
-  :func:`differ_core.evaluation_reference.evaluate_loop`;
+  :func:`differ_core.testing.evaluate_loop`;
 * ``argsort``: a bare row-wise ``np.argsort`` of the matrix, no metric at all (the floor of exact ranking).
 
 Sizes: LTCC (493 x 7,050, 75 ids), PRCC clothes-changing (3,873 x 3,384, 71 ids), and a large gallery
@@ -104,8 +104,8 @@ def child(name: str, method: str, mode: str, repeat: int, chunk: int) -> dict:
 
     import torch
 
-    from differ_core.evaluation import FeatureDistance, evaluate_ranking, pairwise_distance
-    from differ_core.evaluation_reference import evaluate_loop
+    from differ_core.evaluation.metrics import FeatureDistance, evaluate_ranking, pairwise_distance
+    from differ_core.testing import evaluate_loop
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     qf, gf, ids = make_problem(name)

@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "PERSPECTIVES": "captions.perspectives",
+    "PERSPECTIVES": "differ_common.perspectives",
     "load_prompts": "captions.prompts",
     "PerspectiveSpec": "captions.prompts",
     "make_captioner": "captions.backends",

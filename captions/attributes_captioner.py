@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from differ_core.errors import ConfigError, DataError
-from differ_core.fingerprint import frame_fingerprint, sha256_json
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.fingerprint import frame_fingerprint, sha256_json
+from differ_common.workspace import Workspace
 
 if TYPE_CHECKING:
     from captions.prompts import PerspectiveSpec

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.device import pick_device
-from differ_core.errors import ConfigError
-from differ_core.fingerprint import sha256_json
+from differ_common.device import pick_device
+from differ_common.errors import ConfigError
+from differ_common.fingerprint import sha256_json
 
 DEFAULT_ENCODER = "minilm"
 KINDS = ("minilm", "open_clip", "hf-clip", "sentence-transformers")
@@ -95,7 +95,6 @@ def encoder_fingerprint(spec: str) -> str:
         if p.exists():
             parts.append(_path_stats(p))
     return sha256_json(parts, 16)
-
 
 
 def default_batch_size(device: str, n_params: int = 0) -> int:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import ConfigError, DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.workspace import Workspace
 
 COLOR_BY = {"outfit": "clothes_id", "identity": "pid"}
 
@@ -106,7 +106,7 @@ def plot_features(
         if out
         else ws.features_dir(dataset, encoder) / "plots" / f"{perspective}_{color_by}_{method}.png"
     )
-    from differ_core.io import atomic_path
+    from differ_common.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

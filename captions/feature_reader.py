@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from captions.perspectives import SUMMARY_PERSPECTIVE
-from differ_core.errors import ConfigError, DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import SUMMARY_PERSPECTIVE
+from differ_common.workspace import Workspace
 
 _SHOW = 5  # how many missing keys an error names
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from captions.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
-from differ_core.errors import DataError
-from differ_core.fingerprint import sha256_json
-from differ_core.workspace import Workspace, slug
+from differ_common.errors import DataError
+from differ_common.fingerprint import sha256_json
+from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
+from differ_common.workspace import Workspace, slug
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    from differ_core.io import write_json_atomic
+    from differ_common.io import write_json_atomic
 
     meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json_atomic(Path(folder) / META, meta)
@@ -122,7 +122,7 @@ def shard_table(
 def _write_shard(path: Path, table: Any) -> None:
     import pyarrow.parquet as pq
 
-    from differ_core.io import atomic_path
+    from differ_common.io import atomic_path
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=["image_id", "perspective"])
@@ -191,7 +191,7 @@ def _source_fingerprints(ws: Workspace, dataset: str) -> dict[str, str]:
     """Upstream fingerprints recorded in meta.json: _current.json's per perspective, the summaries file hash."""
     import json
 
-    from differ_core.fingerprint import sha256_file
+    from differ_common.fingerprint import sha256_file
 
     fps: dict[str, str] = {}
     cur = ws.captions_current(dataset)
@@ -212,7 +212,7 @@ class _PerspectiveStore:
         import pandas as pd
         import pyarrow.parquet as pq
 
-        from differ_core.io import clean_stale_temps
+        from differ_common.io import clean_stale_temps
 
         self.folder = folder
         self.perspective = perspective
@@ -430,7 +430,7 @@ def encode_dataset(
     needs encoding. ``progress``: True shows tqdm bars, a callable gets the finished fraction (0..1).
     """
     from captions.encoders import encoder_fingerprint, load_encoder
-    from differ_core.io import stage_lock
+    from differ_common.io import stage_lock
 
     t0 = time.perf_counter()
     ws = Workspace.at(workdir)

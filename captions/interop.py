@@ -3,7 +3,7 @@
 The release (github.com/xliangp/DIFFER) lays out, per dataset::
 
     <DIR>/<TextEncoderVersion>/train.npz                 data [N_images * P, D] (image-major, P rows per image,
-                                                         perspective order 0..5 = captions.perspectives.PERSPECTIVES),
+                                                         perspective order 0..5 = differ_common.perspectives.PERSPECTIVES),
                                                          metadata [N_images] image keys without extension
     <DIR>/train_caption_summary_biometric.json            {pid: {"ft_<TextEncoderVersion>": [D floats]}}
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from captions.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
-from differ_core.errors import DataError
-from differ_core.workspace import Workspace, slug
+from differ_common.errors import DataError
+from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
+from differ_common.workspace import Workspace, slug
 
 NPZ_NAME = "train.npz"
 SUMMARY_JSON = "train_caption_summary_biometric.json"
@@ -208,7 +208,7 @@ def import_official(
     ``split`` rows) into ``W/features/<ds>/<slug(official:<name>)>/``; ``load_text_features`` then reads it with
     encoder ``official:<name>``."""
     from captions.features import _check_dim, _write_meta, read_meta, shard_table
-    from differ_core.io import stage_lock
+    from differ_common.io import stage_lock
 
     ws = Workspace.at(workdir)
     npz, summary_path, name = locate_release(src, name)
@@ -295,7 +295,7 @@ def export_official(
     (``name`` defaults to the encoder slug; the JSON key is ``ft_<name>``)."""
     from captions.feature_reader import load_text_features, read_perspective
     from captions.features import read_meta
-    from differ_core.io import atomic_path, write_json_atomic
+    from differ_common.io import atomic_path, write_json_atomic
 
     ws = Workspace.at(workdir)
     m = _train_manifest(ws, dataset, manifest, split)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import ConfigError
-from differ_core.fingerprint import sha256_json
+from differ_common.errors import ConfigError
+from differ_common.fingerprint import sha256_json
+from differ_common.perspectives import PERSPECTIVES
 
 DEFAULT_PROMPTS = Path(__file__).with_name("prompts.yaml")
 TOP_KEYS = ("generation", "perspectives")

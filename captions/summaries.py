@@ -15,10 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from captions.perspectives import BIOMETRIC
-from differ_core.errors import ConfigError, DataError
-from differ_core.fingerprint import sha256_json
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.fingerprint import sha256_json
+from differ_common.perspectives import BIOMETRIC
+from differ_common.workspace import Workspace
 
 SUMMARY_COLUMNS = (
     "pid",
@@ -97,7 +97,7 @@ class HFSummarizer:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             from captions.backends.hf import pick_dtype
-            from differ_core.device import pick_device
+            from differ_common.device import pick_device
 
             device = pick_device(self._device)
             try:
@@ -182,7 +182,7 @@ def summarize_dataset(
 
     from captions.table import read_current_captions, read_current_json
     from data_manifests.schema import load_manifest
-    from differ_core.io import stage_lock, write_parquet_atomic
+    from differ_common.io import stage_lock, write_parquet_atomic
 
     ws = Workspace.at(workdir)
     kind, _, loc = summarizer.partition(":")

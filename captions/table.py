@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import DataError
+from differ_common.perspectives import PERSPECTIVES
+from differ_common.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,7 +152,7 @@ def read_current_captions(
 
 def current_fingerprint(rows: pd.DataFrame) -> str:
     """Order-independent hash of a perspective's current (image_id, caption) pairs."""
-    from differ_core.fingerprint import frame_fingerprint
+    from differ_common.fingerprint import frame_fingerprint
 
     if rows.empty:
         return "empty"

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import ConfigError, DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import PERSPECTIVES
+from differ_common.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +122,7 @@ def write_part(folder: Path, rows: list[dict[str, Any]]) -> Path:
     import pyarrow as pa
 
     from captions.table import part_schema
-    from differ_core.io import write_table_atomic
+    from differ_common.io import write_table_atomic
 
     schema = part_schema()
     table = pa.Table.from_pylist(rows, schema=schema)
@@ -138,7 +138,7 @@ def compact_parts(folder: Path, threshold: int = 256) -> int:
     import pyarrow.dataset as pads
 
     from captions.table import part_files, part_schema
-    from differ_core.io import write_table_atomic
+    from differ_common.io import write_table_atomic
 
     files = part_files(folder)
     if len(files) <= max(threshold, 1):
@@ -207,7 +207,7 @@ def caption_dataset(
     locks = ws.locks()
     from contextlib import ExitStack
 
-    from differ_core.io import clean_stale_temps, stage_lock
+    from differ_common.io import clean_stale_temps, stage_lock
 
     with ExitStack() as stack:
         for p in wanted:  # PERSPECTIVES order everywhere: no lock-order deadlock
@@ -390,7 +390,7 @@ def _update_current(
     """Record the current key + fingerprint of each perspective in ``_current.json`` (read-modify-write, locked)."""
     from captions.table import current_fingerprint, current_rows, read_current_json, read_parts
     from data_manifests.schema import load_manifest
-    from differ_core.io import stage_lock, write_json_atomic
+    from differ_common.io import stage_lock, write_json_atomic
 
     in_manifest = set(load_manifest(ws.root, dataset)["image_id"])
     fps: dict[str, str] = {}

@@ -15,7 +15,7 @@ _EXPORTS = {
     "load_manifest": "data_manifests.schema",
     "validate_manifest": "data_manifests.schema",
     "MANIFEST_COLUMNS": "data_manifests.schema",
-    "split_summary": "data_manifests.summary",
+    "split_summary": "data_manifests.splits",
 }
 
 __all__ = sorted(_EXPORTS)

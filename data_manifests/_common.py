@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from differ_core.errors import ConfigError, DataError
+from differ_common.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 BAD_IMAGE_MODES = ("error", "skip")

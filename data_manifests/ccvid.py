@@ -35,7 +35,7 @@ from data_manifests._common import (
     require_file,
     require_root,
 )
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 NAME = "ccvid"
 FOLDER = "CCVID"

@@ -28,7 +28,7 @@ from data_manifests._common import (
     finish,
 )
 from data_manifests.schema import SPLITS
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 NAME = "custom"
 COLUMNS = ("path", "split", "pid", "camid", "clothes_id")

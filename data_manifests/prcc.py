@@ -29,7 +29,7 @@ from data_manifests._common import (
     require_dir,
     require_root,
 )
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 NAME = "prcc"
 FOLDER = "prcc"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from differ_core.errors import ConfigError, DataError
+from differ_common.errors import ConfigError, DataError
 
 _REAL_OPTIONS = ("on_bad_image",)
 _SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
@@ -128,8 +128,8 @@ def make_manifest_report(
     (written before the manifest). Nothing is written when building or validation fails.
     """
     from data_manifests.schema import write_manifest
-    from differ_core.io import stage_lock, write_parquet_atomic
-    from differ_core.workspace import Workspace
+    from differ_common.io import stage_lock, write_parquet_atomic
+    from differ_common.workspace import Workspace
 
     t0 = time.perf_counter()
     info = dataset_info(dataset)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 # column -> pandas dtype (strings are pandas' ``str`` dtype; track_id and frame are null for image datasets)
 MANIFEST_COLUMNS: dict[str, str] = {
@@ -140,7 +140,7 @@ def validate_manifest(df: pd.DataFrame, source: str | os.PathLike = "manifest") 
 
 def write_manifest(df: pd.DataFrame, out: str | os.PathLike) -> Path:
     """Validate ``df`` and write it to ``out`` atomically (nothing is written if validation fails)."""
-    from differ_core.io import write_parquet_atomic
+    from differ_common.io import write_parquet_atomic
 
     out = Path(out)
     validate_manifest(df, out)
@@ -151,7 +151,7 @@ def load_manifest(path_or_workdir: str | os.PathLike, dataset: str | None = None
     """Read a manifest: a Parquet file, or (with ``dataset``) ``W/manifests/<dataset>.parquet`` of a workspace."""
     p = Path(path_or_workdir)
     if dataset is not None and not p.suffix == ".parquet":
-        from differ_core.workspace import Workspace
+        from differ_common.workspace import Workspace
 
         p = Workspace.at(p).manifest(dataset)
     if p.is_dir():

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from differ_core.errors import DifferError
-from differ_core.io import atomic_path
+from differ_common.errors import DifferError
+from differ_common.io import atomic_path
 
 FORMAT = "differ-checkpoint/1"
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 
 LossName = Literal["id", "triplet", "bio", "nbdetach"]
 LOSS_NAMES: tuple[str, ...] = ("id", "triplet", "bio", "nbdetach")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from differ_core.errors import DifferError
+from differ_common.errors import DifferError
 
 _BACKBONE_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "fc_norm.", "rope.", "norm_pre.", "reg_token")
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from differ_common.errors import DataError
 from differ_core.config import AugmentationConfig, TrainConfig
-from differ_core.errors import DataError
 
 
 # --------------------------------------------------------------------------- decoding

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from differ_core.errors import DifferError
+from differ_common.errors import DifferError
 
 
 def _wrapper(model: Any):
@@ -40,7 +40,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, batch_
     """Write the inference model of ``checkpoint`` to ``out`` (ONNX, dynamic batch); returns ``out``."""
     import torch
 
-    from differ_core.io import atomic_path
+    from differ_common.io import atomic_path
     from differ_core.model import load_model_for_inference
 
     try:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.device import pick_device
-from differ_core.errors import DataError
+from differ_common.device import pick_device
+from differ_common.errors import DataError
 
 
 def load_image(path: str, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]):

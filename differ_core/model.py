@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from differ_common.errors import ConfigError
 from differ_core.config import ModelConfig, TrainConfig
-from differ_core.errors import ConfigError
 from differ_core.grl import GradientReversal
 
 log = logging.getLogger(__name__)

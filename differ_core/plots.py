@@ -46,8 +46,8 @@ class RankedRow:
 
 def ranked_row(query: Any, gallery: Any, dist_row: np.ndarray, qi: int, mode: str, ignore_camera: bool,
                top_k: int = 10, caption: str = "") -> RankedRow:  # fmt: skip
-    """The top-``top_k`` of query ``qi`` (``query``/``gallery``: :class:`~differ_core.protocols.EvalSet`)."""
-    from differ_core.evaluation import classify_gallery
+    """The top-``top_k`` of query ``qi`` (``query``/``gallery``: :class:`~differ_core.evaluation.protocols.EvalSet`)."""
+    from differ_core.evaluation.metrics import classify_gallery
 
     row = np.asarray(dist_row, dtype=np.float64).reshape(-1)
     order = np.argsort(row, kind="stable")[:top_k]
@@ -94,7 +94,7 @@ def _hex(colour: str) -> np.ndarray:
 
 
 def _save(fig: Any, out: str | Path, dpi: int) -> Path:
-    from differ_core.io import atomic_path
+    from differ_common.io import atomic_path
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

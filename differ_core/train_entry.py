@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="training YAML (base: overlays allowed)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
     args = p.parse_args(argv)
+    from differ_common.errors import DifferError
     from differ_core.config import load_config
-    from differ_core.errors import DifferError
 
     try:
         from differ_core.training import train

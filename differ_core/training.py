@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from differ_common.errors import ConfigError, DifferError
+from differ_common.io import write_text_atomic
 from differ_core.config import TrainConfig
-from differ_core.errors import ConfigError, DifferError
-from differ_core.io import write_text_atomic
 
 _MIX = 0x9E3779B1
 
@@ -50,7 +50,7 @@ def resolve_amp(amp: str, cpu: bool) -> str:
 
 def run_dir_for(cfg: TrainConfig) -> Path:
     """``run.output`` or ``W/runs/<run.name>``."""
-    from differ_core.workspace import Workspace
+    from differ_common.workspace import Workspace
 
     if cfg.run.output:
         return Path(cfg.run.output).expanduser().resolve()
@@ -121,7 +121,7 @@ def validate(
 ) -> dict[str, Any]:  # fmt: skip
     """Rank the held-out identities (query vs gallery) under ``run.select_protocol``; ``general`` is the fallback
     when no query has a clothes-changing match. Returns rank1/rank5/mAP/num_valid_query/protocol."""
-    from differ_core.evaluation import FeatureDistance, evaluate_ranking
+    from differ_core.evaluation.metrics import FeatureDistance, evaluate_ranking
 
     feats = extract(model, val["images"], torch.tensor(val["camids"]), mean, std, device,
                     cfg.run.eval_batch_size, autocast)  # fmt: skip
@@ -213,12 +213,12 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
+        from differ_common.workspace import resolve_workdir
         from differ_core.data import prepare_data
         from differ_core.losses import DifferLoss
         from differ_core.model import build_model, model_mean_std
         from differ_core.optim import build_optimizer, build_scheduler
         from differ_core.sampler import IdentityBatchSampler
-        from differ_core.workspace import resolve_workdir
 
         cfg = self.cfg
         check_trackers(cfg.run.log_with)

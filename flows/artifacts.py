@@ -24,7 +24,7 @@ def metrics_table(metrics_json: str | Path, run: str) -> None:
             "rank5": round(100 * v["rank5"], 2),
             "rank10": round(100 * v["rank10"], 2),
             "mAP": round(100 * v["mAP"], 2),
-            "valid queries": f'{v.get("num_valid_query")}/{v.get("num_query")}',
+            "valid queries": f"{v.get('num_valid_query')}/{v.get('num_query')}",
         }
         for name, v in m.get("protocols", {}).items()
     ]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from differ_core.fingerprint import sha256_json
+from differ_common.fingerprint import sha256_json
 
 CACHE_VERSION = "2"
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not hasattr(args, "workdir"):
         args.workdir = None
-    from differ_core.workspace import resolve_workdir
+    from differ_common.workspace import resolve_workdir
 
     args.workdir = resolve_workdir(args.workdir)
     os.environ["DIFFER_WORKDIR"] = str(args.workdir)

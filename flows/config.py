@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
+from differ_common.perspectives import PERSPECTIVES
 
 Stage = Literal["manifest", "caption", "summarize", "encode", "train", "evaluate"]
 STAGES: tuple[str, ...] = ("manifest", "caption", "summarize", "encode", "train", "evaluate")
@@ -35,7 +35,9 @@ class PipelineConfig(BaseModel):
     device: str | None = Field(None, description="captioning/encoding device (default: auto-detect)")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")
-    train_config: str = Field("configs/synthcc.yaml", description="training YAML (relative to the repo or cwd)")
+    train_config: str = Field(
+        "configs/synthcc.yaml", description="training YAML (relative to the repo or cwd)"
+    )
     train_overrides: list[str] = Field(default_factory=list, description="key=value overrides")
     processes: int = Field(1, ge=1, description="training processes (GPUs); >1 launches accelerate")
     num_machines: int = Field(1, ge=1)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from differ_core.fingerprint import sha256_file, sha256_json
+from differ_common.fingerprint import sha256_file, sha256_json
 
 
 def dataset_root_signature(root: str | Path | None) -> str:
@@ -55,14 +55,16 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def features_fingerprint(encoder: str, encoder_fp: str, caption_fps: dict[str, str], summary_fp: str | None) -> str:
+def features_fingerprint(
+    encoder: str, encoder_fp: str, caption_fps: dict[str, str], summary_fp: str | None
+) -> str:
     """Features are a function of the encoder and the captions they encode: hash those inputs."""
     return sha256_json([encoder, encoder_fp, dict(sorted(caption_fps.items())), summary_fp], 16)
 
 
 def on_disk(workdir: str, dataset: str, perspectives: list[str], encoder: str) -> dict[str, Any]:
     """Upstream fingerprints read back from the workspace (for running one stage alone)."""
-    from differ_core.workspace import Workspace
+    from differ_common.workspace import Workspace
 
     ws = Workspace.at(workdir)
     current = read_json(ws.captions_current(dataset))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from differ_core.errors import DifferError
+from differ_common.errors import DifferError
 
 
 def accelerate_command(
@@ -37,7 +37,9 @@ def accelerate_command(
         cmd += ["--multi_gpu", "--num_processes", str(total), "--num_machines", str(num_machines)]
         if num_machines > 1:
             if not main_process_ip:
-                raise DifferError("multi-machine training needs --main-process-ip (the rank-0 machine's address)")
+                raise DifferError(
+                    "multi-machine training needs --main-process-ip (the rank-0 machine's address)"
+                )
             cmd += ["--machine_rank", str(machine_rank), "--main_process_ip", main_process_ip]
         if main_process_port:
             cmd += ["--main_process_port", str(main_process_port)]

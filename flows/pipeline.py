@@ -28,7 +28,7 @@ def task_runner_for(cfg: PipelineConfig):
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError as exc:  # depends on the extra
-            from differ_core.errors import DifferError
+            from differ_common.errors import DifferError
 
             raise DifferError("task_runner=dask needs the dask extra: pip install -e '.[dask]'") from exc
         if cfg.dask_address:
@@ -63,7 +63,7 @@ def _clean_failures(fn):
     def wrapper(*args: Any, **kwargs: Any):
         from prefect.states import Failed
 
-        from differ_core.errors import DifferError
+        from differ_common.errors import DifferError
 
         try:
             return fn(*args, **kwargs)
@@ -76,7 +76,7 @@ def _clean_failures(fn):
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """The DAG in dependency order; perspectives are captioned concurrently."""
-    from differ_core.workspace import resolve_workdir
+    from differ_common.workspace import resolve_workdir
 
     ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))
     manifest_step(ctx)

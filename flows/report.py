@@ -29,7 +29,9 @@ def print_result(result: dict[str, Any], title: str = "differ") -> None:
     metrics = result.get("metrics")
     if metrics and Path(metrics).exists():
         m = json.loads(Path(metrics).read_text())
-        t = Table(title=f"{m.get('dataset', '')} metrics ({m.get('selection', '')}, epoch {m.get('epoch', '')})")
+        t = Table(
+            title=f"{m.get('dataset', '')} metrics ({m.get('selection', '')}, epoch {m.get('epoch', '')})"
+        )
         for col in ("protocol", "Rank-1", "Rank-5", "Rank-10", "mAP"):
             t.add_column(col, justify="right" if col != "protocol" else "left")
         for r in metric_rows(metrics):
@@ -42,7 +44,7 @@ def print_result(result: dict[str, Any], title: str = "differ") -> None:
 
 def run_flow(flow: Any, cfg: Any) -> dict[str, Any]:
     """Run a differ flow locally; a failed stage becomes a DifferError with its one-line message."""
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     state = flow(cfg, return_state=True)
     if not state.is_completed():

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from differ_core.fingerprint import sha256_json
-from differ_core.io import write_text_atomic
-from differ_core.workspace import Workspace
+from differ_common.fingerprint import sha256_json
+from differ_common.io import write_text_atomic
+from differ_common.workspace import Workspace
 from flows.config import PipelineConfig
 
 
@@ -105,7 +105,7 @@ def run_training(
         run_streaming(cmd, env=env, log=log)
     ckpts = sorted((run_dir / "checkpoints").glob("last.*"))
     if not ckpts:
-        from differ_core.errors import DifferError
+        from differ_common.errors import DifferError
 
         raise DifferError(f"{run_dir}: training finished without a checkpoint")
     return run_dir, ckpts[0]
@@ -113,10 +113,14 @@ def run_training(
 
 def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
     """Evaluate a run (its selected checkpoint) and draw its pictures; returns the written files."""
-    from differ_core.evaluate import evaluate_run
+    from differ_core.evaluation.runner import evaluate_run
 
-    evaluate_run(run_dir, rerank=options.get("rerank", False), flip=options.get("flip", False),
-                 plots=options.get("plots", 0))
+    evaluate_run(
+        run_dir,
+        rerank=options.get("rerank", False),
+        flip=options.get("flip", False),
+        plots=options.get("plots", 0),
+    )
     return {"metrics": Path(run_dir) / "metrics.json"}
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from differ_core.workspace import Workspace
+from differ_common.workspace import Workspace
 
 
 def manifest_ok(p: dict[str, Any]) -> bool:

@@ -44,7 +44,7 @@ class Context:
 
     @classmethod
     def from_disk(cls, cfg: PipelineConfig) -> Context:
-        from differ_core.workspace import resolve_workdir
+        from differ_common.workspace import resolve_workdir
 
         workdir = str(resolve_workdir(cfg.workdir))
         fps = on_disk(workdir, cfg.dataset, cfg.perspectives, cfg.encoder)
@@ -55,7 +55,9 @@ class Context:
         """``task`` storing results in this workspace; refreshed when the user asks or its output is gone."""
         output_ok = getattr(stage_outputs, f"{stage}_ok")
         refresh = stage in self.cfg.refresh or not output_present(output_ok, params)
-        return task.with_options(result_storage=result_storage_for(self.workdir), refresh_cache=refresh or None)
+        return task.with_options(
+            result_storage=result_storage_for(self.workdir), refresh_cache=refresh or None
+        )
 
     def call(self, task: Any, stage: str, **params: Any) -> Any:
         """Run ``task`` with ``params`` (cached by them) and return its final state."""
@@ -117,7 +119,9 @@ def caption_step(ctx: Context, runner: Any) -> None:
         )
         for p in cfg.perspectives
     }
-    futures = {p: runner.submit(ctx.prepared(caption_task, "caption", kw), parameters=kw) for p, kw in params.items()}
+    futures = {
+        p: runner.submit(ctx.prepared(caption_task, "caption", kw), parameters=kw) for p, kw in params.items()
+    }
     for f in futures.values():
         f.wait()
     for p, f in futures.items():
@@ -192,8 +196,8 @@ def train_step(ctx: Context) -> None:
 def evaluate_step(ctx: Context) -> None:
     cfg = ctx.cfg
     if ctx.run_dir is None:  # evaluating alone: the run these inputs produced
-        from differ_core.errors import DifferError
-        from differ_core.workspace import Workspace
+        from differ_common.errors import DifferError
+        from differ_common.workspace import Workspace
 
         _, run_name = _run_name(ctx)
         run_dir = Workspace.at(ctx.workdir).run_dir(run_name)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from differ_core.workspace import Workspace
+from differ_common.workspace import Workspace
 
 
 def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str = "minilm") -> dict[str, Any]:
@@ -24,7 +24,11 @@ def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str 
         mp = ws.manifest(ds)
         if mp.exists():
             m = pd.read_parquet(mp, columns=["split"])
-            info["manifest"] = {"path": str(mp), "rows": len(m), "splits": m["split"].value_counts().to_dict()}
+            info["manifest"] = {
+                "path": str(mp),
+                "rows": len(m),
+                "splits": m["split"].value_counts().to_dict(),
+            }
         else:
             info["manifest"] = None
         info["captions"] = _safe(lambda ds=ds: _records(captions.caption_status(ws.root, ds)))
@@ -33,10 +37,15 @@ def gather_status(workdir: str | Path, dataset: str | None = None, encoder: str 
     runs = []
     for rd in sorted(ws.root.glob("runs/*")):
         metrics = rd / "metrics.json"
-        entry: dict[str, Any] = {"run": rd.name, "checkpoints": sorted(p.name for p in rd.glob("checkpoints/*"))}
+        entry: dict[str, Any] = {
+            "run": rd.name,
+            "checkpoints": sorted(p.name for p in rd.glob("checkpoints/*")),
+        }
         if metrics.exists():
             m = json.loads(metrics.read_text())
-            entry["metrics"] = {k: {"rank1": v["rank1"], "mAP": v["mAP"]} for k, v in m.get("protocols", {}).items()}
+            entry["metrics"] = {
+                k: {"rank1": v["rank1"], "mAP": v["mAP"]} for k, v in m.get("protocols", {}).items()
+            }
         runs.append(entry)
     out["runs"] = runs
     return out
@@ -47,7 +56,7 @@ def _records(df: Any) -> list[dict[str, Any]]:
 
 
 def _safe(fn: Any) -> Any:
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     try:
         return fn()
@@ -84,7 +93,8 @@ def print_status(workdir: str | Path, dataset: str | None = None, encoder: str =
             t.add_column(col)
         for r in st["runs"]:
             metrics = ", ".join(
-                f"{k}: R1 {100 * v['rank1']:.1f} mAP {100 * v['mAP']:.1f}" for k, v in r.get("metrics", {}).items()
+                f"{k}: R1 {100 * v['rank1']:.1f} mAP {100 * v['mAP']:.1f}"
+                for k, v in r.get("metrics", {}).items()
             )
             t.add_row(r["run"], " ".join(r["checkpoints"]), metrics or "-")
         c.print(t)

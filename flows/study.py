@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 from flows.config import REPO_ROOT, PipelineConfig
 
 ABLATIONS_DIR = REPO_ROOT / "configs" / "ablations"
@@ -96,7 +96,7 @@ def noise_workdir(base: str, noise: float, levels: list[float]) -> str:
 
 def run_configs(study: StudyConfig, workdir: str) -> list[tuple[dict[str, Any], PipelineConfig]]:
     """(row keys, pipeline config) for every noise level x variant x seed, in that order."""
-    from captions.perspectives import PERSPECTIVES
+    from differ_common.perspectives import PERSPECTIVES
 
     out = []
     for noise in study.noise_levels:
@@ -215,7 +215,7 @@ def plot_summary(summary, out: str | Path) -> Path:
 
 def write_study(results, out_dir: str | Path) -> dict[str, Path]:
     """results.parquet (every run), summary.parquet, summary.md and summary.png in ``out_dir``."""
-    from differ_core.io import atomic_path, write_parquet_atomic, write_text_atomic
+    from differ_common.io import atomic_path, write_parquet_atomic, write_text_atomic
 
     out_dir = Path(out_dir)
     summary = summarize(results)
@@ -234,8 +234,8 @@ def run_study(study: StudyConfig, run_pipeline_fn: Any, log: Any = print) -> dic
     """Run every (noise, variant, seed) pipeline with ``run_pipeline_fn(cfg) -> result dict`` and write the table."""
     import pandas as pd
 
-    from differ_core.errors import DifferError
-    from differ_core.workspace import Workspace, resolve_workdir
+    from differ_common.errors import DifferError
+    from differ_common.workspace import Workspace, resolve_workdir
 
     workdir = str(resolve_workdir(study.pipeline.workdir))
     rows: list[dict] = []

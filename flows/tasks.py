@@ -16,13 +16,18 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.states import Failed
 
-from differ_core.errors import DifferError
-from differ_core.fingerprint import sha256_file
-from differ_core.workspace import Workspace
+from differ_common.errors import DifferError
+from differ_common.fingerprint import sha256_file
+from differ_common.workspace import Workspace
 from flows.caching import make_cache_key_fn
 from flows.fingerprints import features_fingerprint
 
-TRANSIENT_MARKERS = ("out of memory", "cuda error: device busy", "resource busy", "another process is running")
+TRANSIENT_MARKERS = (
+    "out of memory",
+    "cuda error: device busy",
+    "resource busy",
+    "another process is running",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -142,7 +147,9 @@ def _progress(perspective: str):
 
 
 @stage_task("summarize")
-def summarize_task(workdir: str, dataset: str, biometric_fp: str, summarizer: str, summarizer_fp: str) -> dict:
+def summarize_task(
+    workdir: str, dataset: str, biometric_fp: str, summarizer: str, summarizer_fp: str
+) -> dict:
     """Per-identity biometric summaries from the current biometric captions."""
     from captions import summarize_dataset
 

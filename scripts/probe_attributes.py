@@ -69,9 +69,9 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from differ_common.io import write_text_atomic
+    from differ_common.workspace import Workspace
     from differ_core.extract import extract_features
-    from differ_core.io import write_text_atomic
-    from differ_core.workspace import Workspace
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from differ_core.errors import ConfigError
-from differ_core.fingerprint import sha256_json
+from differ_common.errors import ConfigError
+from differ_common.fingerprint import sha256_json
 
 if TYPE_CHECKING:
     from PIL import Image

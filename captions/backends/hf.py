@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
-from differ_core.device import pick_device
-from differ_core.errors import ConfigError, DifferError
+from differ_common.device import pick_device
+from differ_common.errors import ConfigError, DifferError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 # (path, device, dtype, trust) -> (processor, model); one entry, shared by threads captioning other perspectives
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
-
 
 
 def pick_dtype(device: str):

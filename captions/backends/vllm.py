@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
-from differ_core.errors import ConfigError, DifferError
+from differ_common.errors import ConfigError, DifferError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -11,7 +11,7 @@ import pandas as pd
 from data_manifests._common import build_flat
 from data_manifests.synthcc.config import resolve_config
 from data_manifests.synthcc.generator import FOLDER, generate
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 
 NAME = "synthcc"
 SPLIT_FOLDERS = {"train": "train", "query": "query", "test": "gallery"}

@@ -25,7 +25,7 @@ import pandas as pd
 
 from data_manifests.synthcc.attributes import ATTRIBUTE_COLUMNS, INT_ATTRIBUTES, ImageSpec, sample_images
 from data_manifests.synthcc.config import GENERATOR_VERSION, SynthConfig
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 FOLDER = "SynthCC"
 STAMP = "synthcc.json"

@@ -6,7 +6,10 @@ Modules import only argparse-level things at import time; heavy imports happen i
 # command name -> module under flows.commands; help text
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the whole pipeline on SynthCC with the embedded defaults"),
-    "manifest": ("manifest", "write the manifest of a dataset (ltcc, prcc, celeb-light, ccvid, custom, synthcc)"),
+    "manifest": (
+        "manifest",
+        "write the manifest of a dataset (ltcc, prcc, celeb-light, ccvid, custom, synthcc)",
+    ),
     "caption": ("caption", "caption missing (image, perspective) rows with a local VLM"),
     "summarize": ("summarize", "per-identity biometric summaries"),
     "encode": ("encode", "text features for missing caption rows"),

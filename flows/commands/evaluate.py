@@ -61,8 +61,8 @@ def _table(metrics: dict, title: str, other: dict | None = None):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from differ_core.errors import DifferError
-    from differ_core.evaluate import compare_pictures, evaluate_checkpoint, evaluate_run, resolve_run
+    from differ_common.errors import DifferError
+    from differ_core.evaluation.runner import compare_pictures, evaluate_checkpoint, evaluate_run, resolve_run
 
     common = dict(
         rerank=args.rerank, flip=args.flip, plots=args.plots, single_shot=args.single_shot, rerank_k1=args.k1,

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_knobs(items: list[str]) -> dict[str, object]:
     """``["a=1", "b=0.5", "c=x"]`` -> ``{"a": 1, "b": 0.5, "c": "x"}`` (ints, floats, booleans, strings)."""
-    from differ_core.errors import ConfigError
+    from differ_common.errors import ConfigError
 
     out: dict[str, object] = {}
     for item in items:
@@ -65,8 +65,8 @@ def _scalar(text: str) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from data_manifests.registry import dataset_info, make_manifest_report
-    from data_manifests.summary import print_split_summary
-    from differ_core.errors import ConfigError
+    from data_manifests.splits import print_split_summary
+    from differ_common.errors import ConfigError
 
     info = dataset_info(args.dataset)
     knobs = parse_knobs(args.knobs)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from differ_core.errors import ConfigError
+    from differ_common.errors import ConfigError
     from flows.config import load_pipeline_config
     from flows.pipeline import differ_study
     from flows.report import run_flow

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _resolve_config(path: str):
     from pathlib import Path
 
-    from differ_core.errors import ConfigError
+    from differ_common.errors import ConfigError
     from flows.config import REPO_ROOT
 
     p = Path(path).expanduser()
@@ -37,8 +37,8 @@ def _resolve_config(path: str):
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from differ_common.io import write_text_atomic
     from differ_core.config import load_config
-    from differ_core.io import write_text_atomic
 
     cfg_path = _resolve_config(args.config)
     overrides = list(args.overrides)

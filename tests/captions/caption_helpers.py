@@ -10,7 +10,7 @@ import pandas as pd
 
 from captions.attributes_captioner import REQUIRED_COLUMNS
 from data_manifests.schema import finalize_manifest, write_manifest
-from differ_core.workspace import Workspace
+from differ_common.workspace import Workspace
 
 VALUES = {
     "gender": ["male", "female"],

@@ -15,7 +15,7 @@ def synth_ws(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory):
     """A tiny random-weight LLaVA saved to disk (loaded back with AutoProcessor/AutoModelForImageTextToText)."""
-    from captions.tiny_vlm import build_tiny_llava
+    from captions.testing import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava") / "tiny-llava")
 
@@ -23,6 +23,6 @@ def tiny_llava(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory):
     """A tiny random-weight Llama causal LM with tokenizer and chat template."""
-    from captions.tiny_vlm import build_tiny_causal_lm
+    from captions.testing import build_tiny_causal_lm
 
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm") / "tiny-lm")

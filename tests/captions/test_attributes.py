@@ -9,11 +9,11 @@ import pytest
 from caption_helpers import VALUES, make_workspace
 
 from captions.attributes_captioner import PERSPECTIVE_COLUMNS, AttributesCaptioner, render
-from captions.perspectives import PERSPECTIVES
 from captions.prompts import load_prompts
 from captions.writer import caption_dataset
-from differ_core.errors import ConfigError, DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import PERSPECTIVES
+from differ_common.workspace import Workspace
 
 SPECS = load_prompts()
 

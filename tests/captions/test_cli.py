@@ -6,8 +6,8 @@ import pytest
 import yaml
 from caption_helpers import make_workspace
 
-from captions.perspectives import PERSPECTIVES
 from captions.prompts import DEFAULT_PROMPTS
+from differ_common.perspectives import PERSPECTIVES
 from flows.cli import main
 
 

@@ -14,9 +14,9 @@ from PIL import Image
 from captions import caption_dataset, read_current_captions
 from captions.backends import make_captioner, model_dir_fingerprint
 from captions.backends.hf import HFCaptioner
-from captions.perspectives import PERSPECTIVES
 from captions.prompts import DEFAULT_PROMPTS, load_prompts
-from differ_core.errors import ConfigError, DifferError
+from differ_common.errors import ConfigError, DifferError
+from differ_common.perspectives import PERSPECTIVES
 
 # short answers keep the random-weight model fast (it never stops early); the prompts are the real ones
 SPECS = {p: replace(s, max_new_tokens=5) for p, s in load_prompts().items()}

@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from captions.perspectives import PERSPECTIVES
 from captions.prompts import DEFAULT_PROMPTS, load_prompts
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
+from differ_common.perspectives import PERSPECTIVES
 
 
 def _spec() -> dict:

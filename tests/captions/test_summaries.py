@@ -7,8 +7,8 @@ import pytest
 
 from captions import caption_dataset, summarize_dataset
 from captions.summaries import extractive_summary, rank_captions
-from differ_core.errors import ConfigError, DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError
+from differ_common.workspace import Workspace
 
 
 def test_extractive_picks_the_most_representative_caption_deterministically():

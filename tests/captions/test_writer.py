@@ -18,12 +18,12 @@ from caption_helpers import make_workspace
 
 from captions import caption_dataset, caption_status, read_current_captions
 from captions.attributes_captioner import AttributesCaptioner
-from captions.perspectives import PERSPECTIVES
 from captions.prompts import DEFAULT_PROMPTS
 from captions.table import part_files
-from differ_core.errors import ConfigError, DataError, DifferError
-from differ_core.io import stage_lock
-from differ_core.workspace import Workspace
+from differ_common.errors import ConfigError, DataError, DifferError
+from differ_common.io import stage_lock
+from differ_common.perspectives import PERSPECTIVES
+from differ_common.workspace import Workspace
 
 DESIGN_COLUMNS = [
     "image_id",

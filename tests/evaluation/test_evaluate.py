@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from differ_core.errors import DataError, DifferError
+from differ_common.errors import DataError, DifferError
 
 
 def test_evaluate_run_writes_the_contract(tiny_work):
-    from differ_core.evaluate import evaluate_run
-    from differ_core.evaluation import evaluate_ranking, pairwise_distance
+    from differ_core.evaluation.metrics import evaluate_ranking, pairwise_distance
+    from differ_core.evaluation.runner import evaluate_run
     from differ_core.extract import extract_features
 
     run = tiny_work / "runs" / "r1"
@@ -87,7 +87,12 @@ def test_extract_features_paths_flip_and_errors(tiny_work):
 
 
 def test_selection_checkpoint_and_out_dir(tiny_work, tmp_path):
-    from differ_core.evaluate import evaluate_checkpoint, evaluate_run, resolve_run, select_checkpoint
+    from differ_core.evaluation.runner import (
+        evaluate_checkpoint,
+        evaluate_run,
+        resolve_run,
+        select_checkpoint,
+    )
 
     run = tmp_path / "work" / "runs" / "copy"
     shutil.copytree(tiny_work / "runs" / "r2", run)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from differ_core.evaluation import classify_gallery
+from differ_core.evaluation.metrics import classify_gallery
+from differ_core.evaluation.protocols import EvalSet
 from differ_core.plots import plot_cmc, plot_ranked_compare, plot_ranked_lists, ranked_row
-from differ_core.protocols import EvalSet
 
 
 def _set(pids, cams, clothes, paths):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from differ_core.errors import DataError
-from differ_core.evaluation import EvaluationInputError, evaluate_ranking, pairwise_distance
-from differ_core.protocols import (
+from differ_common.errors import DataError
+from differ_core.evaluation.metrics import EvaluationInputError, evaluate_ranking, pairwise_distance
+from differ_core.evaluation.protocols import (
     Protocol,
     RerankOptions,
     build_set,

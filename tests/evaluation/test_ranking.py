@@ -7,14 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from differ_core.evaluation import (
+from differ_core.evaluation.metrics import (
     MODES,
     EvaluationInputError,
     FeatureDistance,
     evaluate_ranking,
     pairwise_distance,
 )
-from differ_core.evaluation_reference import evaluate_loop
+from differ_core.testing import evaluate_loop
 
 
 @st.composite

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from differ_core.errors import DataError
-from differ_core.evaluation import pairwise_distance
-from differ_core.rerank import re_ranking, rerank_features
+from differ_common.errors import DataError
+from differ_core.evaluation.metrics import pairwise_distance
+from differ_core.evaluation.rerank import re_ranking, rerank_features
 
 
 def _zhong_reference(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):

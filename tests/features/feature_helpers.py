@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from differ_core.workspace import Workspace
+from differ_common.workspace import Workspace
 
 PROMPT_ID = "p0"
 CAPTIONER = "attributes"

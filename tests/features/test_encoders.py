@@ -7,7 +7,7 @@ import pytest
 from feature_tiny_models import CORPUS, build_tiny_hf_clip, build_tiny_open_clip
 
 from captions.encoders import encoder_fingerprint, load_encoder, minilm_dir, parse_spec
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
 from captions.features import caption_sha, encode_dataset, feature_status
-from captions.perspectives import SUMMARY_PERSPECTIVE
-from differ_core.errors import DataError
-from differ_core.workspace import Workspace
+from differ_common.errors import DataError
+from differ_common.perspectives import SUMMARY_PERSPECTIVE
+from differ_common.workspace import Workspace
 
 DS = "toy"
 IDS = [f"train/{i:03d}_c{1 + i % 2}.png" for i in range(24)]

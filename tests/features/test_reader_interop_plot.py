@@ -11,8 +11,8 @@ from feature_helpers import manifest, write_captions, write_manifest, write_summ
 from captions.feature_reader import load_text_features
 from captions.features import encode_dataset
 from captions.interop import export_keys, export_official, import_official
-from captions.perspectives import PERSPECTIVES
-from differ_core.errors import ConfigError, DataError
+from differ_common.errors import ConfigError, DataError
+from differ_common.perspectives import PERSPECTIVES
 
 DS = "toy"
 IDS = [f"train/{i:03d}_c{1 + i % 3}.png" for i in range(18)]

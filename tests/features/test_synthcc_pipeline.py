@@ -27,11 +27,11 @@ def test_synthcc_features_prompt_change_and_clusters(synth, counting, tmp_path):
 
     from captions.feature_reader import load_text_features
     from captions.features import encode_dataset
-    from captions.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
     from captions.prompts import DEFAULT_PROMPTS
     from captions.table import read_current_captions
     from captions.writer import caption_dataset
-    from differ_core.workspace import Workspace
+    from differ_common.perspectives import PERSPECTIVES, SUMMARY_PERSPECTIVE
+    from differ_common.workspace import Workspace
 
     enc = counting()
     rep = encode_dataset(synth, "synthcc", encoder=enc, progress=False)

@@ -76,29 +76,50 @@ def test_deployment_run_against_local_server(tmp_path):
     logs.mkdir()
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=REPO, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        cwd=REPO,
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     served = None
     try:
         _wait(lambda: _healthy(api), 120, "the Prefect server", [server])
         served = subprocess.Popen(
             [str(BIN / "differ"), "serve"],
-            env=env, cwd=REPO, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
         def registered() -> bool:
             r = subprocess.run(
                 [str(BIN / "prefect"), "deployment", "inspect", "differ-pipeline/synthcc-tiny"],
-                env=env, cwd=REPO, capture_output=True, text=True,
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
             )
             return r.returncode == 0
 
         _wait(registered, 120, "the served deployments", [served])
         run = subprocess.run(
-            [str(BIN / "prefect"), "deployment", "run", "differ-pipeline/synthcc-tiny", "--watch",
-             "--watch-timeout", "600"],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=660,
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "differ-pipeline/synthcc-tiny",
+                "--watch",
+                "--watch-timeout",
+                "600",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=660,
         )
         out = run.stdout + run.stderr
         assert run.returncode == 0 and "Completed" in out, out + (logs / "serve.log").read_text()[-4000:]

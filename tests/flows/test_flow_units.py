@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from differ_core.errors import ConfigError, DifferError
+from differ_common.errors import ConfigError, DifferError
 from flows.caching import make_cache_key_fn, output_present
 from flows.cli import main
 from flows.config import PipelineConfig, load_pipeline_config
@@ -76,7 +76,9 @@ def test_accelerate_command_multi_process_on_cpu():
     assert "--multi_gpu" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
     assert env["ACCELERATE_USE_CPU"] == "1"  # `--cpu` would silently run one process
     assert cmd[-4:] == ["-m", "differ_core.train_entry", "--config", "run.yaml"]
-    cmd, _ = accelerate_command("run.yaml", processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1")
+    cmd, _ = accelerate_command(
+        "run.yaml", processes=4, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1"
+    )
     assert cmd[cmd.index("--num_processes") + 1] == "8" and "--main_process_ip" in cmd
     with pytest.raises(DifferError, match="main-process-ip"):
         accelerate_command("run.yaml", processes=1, num_machines=2)

@@ -97,7 +97,7 @@ def _edit_prompt(spec: dict, perspective: str, extra: str) -> None:
 
 
 def test_failing_stage_gives_its_own_one_line_error(tmp_path):
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     cfg = PipelineConfig(workdir=str(tmp_path / "w"), dataset="ltcc", root=str(tmp_path / "no-such-root"))
     with pytest.raises(DifferError) as err:

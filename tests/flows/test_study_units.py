@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from differ_common.errors import ConfigError
 from differ_core.config import apply_overrides
-from differ_core.errors import ConfigError
 from flows import study
 from flows.config import PipelineConfig
 

@@ -18,7 +18,7 @@ from manifest_trees import (
 
 from data_manifests import build_manifest
 from data_manifests.registry import make_manifest
-from differ_core.errors import ConfigError, DataError
+from differ_common.errors import ConfigError, DataError
 from flows.cli import main
 
 

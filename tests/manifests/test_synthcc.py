@@ -12,7 +12,7 @@ from data_manifests.registry import make_manifest, make_manifest_report
 from data_manifests.schema import MANIFEST_COLUMNS, load_manifest
 from data_manifests.synthcc import ATTRIBUTE_COLUMNS, generate, resolve_config
 from data_manifests.synthcc.attributes import CLOTHING_ATTRIBUTES, IDENTITY_ATTRIBUTES, sample_images
-from differ_core.errors import ConfigError
+from differ_common.errors import ConfigError
 from flows.cli import main
 
 TINY = resolve_config("tiny")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from differ_common.errors import ConfigError
 from differ_core.config import load_config
-from differ_core.errors import ConfigError
 
 from .conftest import toy_config
 

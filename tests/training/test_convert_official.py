@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
+from differ_common.errors import DifferError
 from differ_core.config import TrainConfig
-from differ_core.errors import DifferError
 
 CFG = {
     "data": {"dataset": "ltcc", "img_size": [28, 14]},

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from differ_common.errors import ConfigError
 from differ_core.config import TrainConfig
-from differ_core.errors import ConfigError
 from differ_core.model import build_model, load_backbone_weights, read_state_dict
 
 VIT = {"backbone": "vit_tiny_patch16_224", "backbone_kwargs": {"depth": 2}, "drop_path": 0.0}

@@ -11,8 +11,8 @@ import threading
 import pytest
 import torch
 
+from differ_common.errors import ConfigError, DataError, DifferError
 from differ_core.config import TrainConfig
-from differ_core.errors import ConfigError, DataError, DifferError
 from differ_core.training import train
 
 from .conftest import toy_config

@@ -88,7 +88,7 @@ def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "t
     """Hold an exclusive inter-process lock; ``timeout`` < 0 waits, otherwise raises DifferError after it."""
     from filelock import FileLock, Timeout
 
-    from differ_core.errors import DifferError
+    from differ_common.errors import DifferError
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)

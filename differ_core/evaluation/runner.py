@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import DataError, DifferError
+from differ_common.errors import DataError, DifferError
 
 MAX_RANK = 50
 TOP_K = 10
@@ -33,7 +33,7 @@ class Evaluation:
     """Everything one evaluation produced (``metrics`` is what ``metrics.json`` holds)."""
 
     metrics: dict[str, Any]
-    results: dict[str, Any]  # protocol name -> differ_core.protocols.ProtocolResult
+    results: dict[str, Any]  # protocol name -> differ_core.evaluation.protocols.ProtocolResult
     out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -41,7 +41,7 @@ class Evaluation:
 # ----------------------------------------------------------------------------------------------- locating
 def resolve_run(run: str | Path, workdir: str | Path | None = None) -> Path:
     """A run folder from a path or a run name under ``W/runs``."""
-    from differ_core.workspace import Workspace
+    from differ_common.workspace import Workspace
 
     p = Path(run).expanduser()
     if p.is_dir():
@@ -78,7 +78,7 @@ def _selection_of(checkpoint: Path) -> str:
 
 
 def _run_workdir(run_dir: Path, cfg: Any) -> Path:
-    from differ_core.workspace import resolve_workdir
+    from differ_common.workspace import resolve_workdir
 
     if run_dir.parent.name == "runs":
         return run_dir.parent.parent
@@ -117,8 +117,8 @@ def evaluate_loaded(
     plot_queries: list[str] | None = None,
 ) -> Evaluation:
     """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files."""
+    from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
     from differ_core.extract import extract_with_model
-    from differ_core.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
 
     protocols = protocols_from_manifest(manifest, single_shot=single_shot)
     rows = _eval_rows(manifest, protocols)
@@ -127,7 +127,7 @@ def evaluate_loaded(
         flip=flip, device=device, progress=progress, desc=f"{dataset} features",
     )  # fmt: skip
     rr = RerankOptions(rerank_k1, rerank_k2, rerank_lambda) if rerank else None
-    from differ_core.device import pick_device
+    from differ_common.device import pick_device
 
     results, skipped = evaluate_protocols(
         rows, feats, protocols, rerank=rr, seed=seed, max_rank=MAX_RANK, device=pick_device(device)
@@ -205,7 +205,7 @@ def write_outputs(
     ev: Evaluation, out_dir: Path, plots: int = 0, seed: int = 0, plot_queries: list[str] | None = None
 ) -> dict[str, Path]:
     """metrics.json, metrics.parquet and (``plots`` > 0) the pictures, written atomically into ``out_dir``."""
-    from differ_core.io import write_json_atomic, write_parquet_atomic
+    from differ_common.io import write_json_atomic, write_parquet_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -306,7 +306,7 @@ def evaluate_checkpoint(
     """Evaluate any checkpoint on ``dataset``'s manifest in ``workdir``. Files go to ``out_dir`` (default: the
     checkpoint's run folder when it lies in ``<run>/checkpoints/``, else ``W/evaluations/<dataset>-<name>``)."""
     from data_manifests.schema import load_manifest
-    from differ_core.workspace import Workspace
+    from differ_common.workspace import Workspace
 
     ckpt = Path(checkpoint).expanduser().resolve()
     if not ckpt.is_file():

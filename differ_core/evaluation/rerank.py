@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 # two (Q+G)^2 float32 matrices must fit (2.5 GiB each at the limit); beyond it an error, not an out-of-memory kill
 MAX_ITEMS = 25_000
@@ -160,7 +160,7 @@ def rerank_features(
     q_feats: Any, g_feats: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3, normalize: bool = True
 ) -> np.ndarray:
     """Re-ranked [Q, G] distance of query and gallery features (Euclidean, L2-normalised by default)."""
-    from differ_core.evaluation import pairwise_distance
+    from differ_core.evaluation.metrics import pairwise_distance
 
     q = np.asarray(q_feats, dtype=np.float32)
     g = np.asarray(g_feats, dtype=np.float32)

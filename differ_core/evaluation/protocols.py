@@ -15,7 +15,7 @@ anything else (custom)    general, clothes_changing and same_clothes (the last t
 ========================  ==============================================================================
 
 Features are L2-normalised and compared with the Euclidean distance (cosine-equivalent ranking); optional
-k-reciprocal re-ranking (:mod:`differ_core.rerank`).
+k-reciprocal re-ranking (:mod:`differ_core.evaluation.rerank`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from differ_core.errors import DataError
-from differ_core.evaluation import (
+from differ_common.errors import DataError
+from differ_core.evaluation.metrics import (
     EvaluationInputError,
     FeatureDistance,
     RankingResult,
@@ -214,7 +214,7 @@ def distance_source(q: EvalSet, g: EvalSet, rerank: RerankOptions | None = None,
     CPU), or the re-ranked matrix."""
     if rerank is None:
         return FeatureDistance(q.feats, g.feats, normalize=True, device=device)
-    from differ_core.rerank import rerank_features
+    from differ_core.evaluation.rerank import rerank_features
 
     return _MatrixRows(rerank_features(q.feats, g.feats, rerank.k1, rerank.k2, rerank.lambda_value))
 

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from differ_core.errors import DataError
+from differ_common.errors import DataError
 
 Mode = Literal["general", "same_clothes", "clothes_changing"]
 MODES: tuple[str, ...] = ("general", "same_clothes", "clothes_changing")
