@@ -177,6 +177,15 @@ class RunConfig(_Section):
         None, ge=1, description="also write last.pt every this many steps (mid-epoch resume)"
     )
     debug_batches: bool = Field(False, description="debug: each rank writes its batches' image ids to debug/")
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "dvclive"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="accelerate experiment trackers ([] = none; tensorboard writes the run's tensorboard/)",
+    )
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _one_tracker(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
 class TrainConfig(_Section):

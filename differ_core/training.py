@@ -1,7 +1,9 @@
 """DIFFER training with accelerate: the same loop on CPU, one GPU, many GPUs and many machines.
 
 ``train(cfg) -> run_dir`` writes ``config.yaml``, ``checkpoints/last.pt`` (resume state) and ``best.pt`` (best
-validation score), ``train_log.csv``, ``val_log.csv`` and ``tensorboard/``. Launch several processes with
+validation score), ``train_log.csv``, ``val_log.csv`` and logs ``train/*``, ``val/*`` to accelerate's trackers
+(``run.log_with``; the default TensorBoard writes ``tensorboard/differ/``). The steps are :class:`Trainer`'s
+methods. Launch several processes with
 ``accelerate launch -m differ_core.train_entry --config F`` (see :mod:`flows.launch`); each rank draws its own
 disjoint P×K batches (:class:`differ_core.sampler.IdentityBatchSampler`), so the data loader is not ``prepare``d.
 
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from differ_common.errors import DifferError
+from differ_common.errors import ConfigError, DifferError
 from differ_common.io import write_text_atomic
+from differ_common.workspace import RunLayout
 from differ_core.config import TrainConfig
 
 _MIX = 0x9E3779B1
@@ -37,8 +40,9 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def resolve_amp(amp: str, cpu: bool) -> str:
-    """accelerate's ``mixed_precision`` for ``run.amp``: CPU → ``no``; ``auto`` → bf16 where supported, else fp16."""
-    if cpu or amp == "none":
+    """accelerate's ``mixed_precision`` for ``run.amp``: ``auto`` → bf16 where supported, else fp16. On the CPU
+    only an explicit ``bf16`` (CPU autocast) is kept: accelerate builds no fp16 GradScaler for the CPU."""
+    if amp == "none" or (cpu and amp != "bf16"):
         return "no"
     if amp == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -148,257 +152,399 @@ def validate(
     }
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) the run ``cfg`` describes; returns its run folder."""
-    from accelerate import Accelerator
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                    "aim": "aim", "dvclive": "dvclive"}  # fmt: skip
 
-    from differ_common.workspace import resolve_workdir
-    from differ_core.checkpoint import check_compatible, load_model_state, read_checkpoint, save_checkpoint
-    from differ_core.data import augment, prepare_data
-    from differ_core.grl import grl_alpha
-    from differ_core.losses import DifferLoss
-    from differ_core.model import build_model, model_mean_std
-    from differ_core.optim import build_optimizer, build_scheduler
-    from differ_core.sampler import IdentityBatchSampler
 
-    env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    cpu = env_cpu or not torch.cuda.is_available()
-    accel = Accelerator(cpu=cpu, mixed_precision=resolve_amp(cfg.run.amp, cpu))
-    rank, world, main = accel.process_index, accel.num_processes, accel.is_main_process
-    device = accel.device
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    elif cpu and world > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accel.num_processes))
+def check_trackers(names: list[str]) -> None:
+    """Refuse, in one line, a ``run.log_with`` tracker whose package is not installed (accelerate skips it)."""
+    import importlib.util
 
-    def say(msg: str) -> None:
-        if main:
+    for name in names:
+        module = TRACKER_PACKAGES[name]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(
+                f"run.log_with: '{name}' needs the {module} package, which is not installed "
+                f"(pip install {module.replace('_', '-')}, or set run.log_with=[])"
+            )
+
+
+class Trainer:
+    """One training run in named steps, like torchreid's engine; ``train(cfg)`` is ``with Trainer(cfg) as t: t.fit()``.
+
+    :meth:`set_up` (accelerator, data, model, optimisation) → :meth:`resume` (``last.pt``) → :meth:`prepare` →
+    :meth:`open_logs` (CSV logs, accelerate trackers, debug file) → per epoch :meth:`run_epoch` (one
+    :meth:`train_step` per batch, :meth:`log_step`, mid-epoch checkpoints) and :meth:`end_of_epoch` (validation,
+    ``best.pt``, ``last.pt``). Leaving the ``with`` block closes the progress bar, the debug file and the trackers
+    on every path; only a run that ends normally also calls ``accelerator.end_training()``.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir_for(cfg)
+        self.layout = RunLayout(self.run_dir)
+        self.accel: Any = None
+        self.bar: Any = None
+        self.debug_fh: Any = None
+        self.step = 0
+        self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "metrics": {}}
+        self.metrics: dict[str, Any] = {}
+        self.resume_path: Path | None = None
+        self.resume_state: dict[str, Any] | None = None
+        self.last_good: Path | None = None
+        self.stopped = False
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(ok=exc_type is None)
+
+    def say(self, msg: str) -> None:
+        if self.accel is None or self.accel.is_main_process:
             print(f"[differ train] {msg}", flush=True)
 
-    workdir = resolve_workdir(cfg.data.workdir)
-    run_dir = run_dir_for(cfg)
-    ckpt_dir = run_dir / "checkpoints"
-    if main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())
-    say(f"run {run_dir} on {world} process(es), device {device.type}, amp {accel.mixed_precision}")
+    # ---- set-up
+    def set_up(self) -> None:
+        """The accelerator, the run folder, the data in memory, the model, sampler, optimizer and losses."""
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
-    # ---- data, model, optimisation
-    data = prepare_data(cfg, workdir, say)
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg, data.num_classes, data.num_cameras, data.text_dim)
-    mean, std = model_mean_std(cfg, model)
-    if device.type == "cuda" and cfg.model.channels_last and model.kind == "generic":
-        model = model.to(memory_format=torch.channels_last)
-    try:
-        sampler = IdentityBatchSampler(
-            data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, world, rank
-        )
-    except ValueError as exc:
-        raise DifferError(f"{cfg.data.dataset}: {exc}; lower sampler.P or run.val_ids") from None
-    spe = len(sampler)
-    if spe == 0:
-        raise DifferError(
-            f"{cfg.data.dataset}: too few images for one P×K={cfg.sampler.P}×{cfg.sampler.K} batch per process "
-            f"on {world} process(es); lower sampler.P/K or use fewer processes"
-        )
-    total_steps = cfg.schedule.epochs * spe
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.schedule, spe)
-    criterion = DifferLoss(cfg.losses, cfg.text.non_bio)
-    ignore_camera = int(np.unique(data.camids.numpy()).size) <= 1
+        from differ_common.workspace import resolve_workdir
+        from differ_core.data import prepare_data
+        from differ_core.losses import DifferLoss
+        from differ_core.model import build_model, model_mean_std
+        from differ_core.optim import build_optimizer, build_scheduler
+        from differ_core.sampler import IdentityBatchSampler
+
+        cfg = self.cfg
+        check_trackers(cfg.run.log_with)
+        env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        self.cpu = cpu = env_cpu or not torch.cuda.is_available()
+        project = ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.layout.trackers))
+        self.accel = accel = Accelerator(
+            cpu=cpu, mixed_precision=resolve_amp(cfg.run.amp, cpu), log_with=list(cfg.run.log_with) or None,
+            project_config=project,
+        )  # fmt: skip
+        self.rank, self.world, self.main = accel.process_index, accel.num_processes, accel.is_main_process
+        self.device = accel.device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        elif cpu and self.world > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // accel.num_processes))
+
+        workdir = resolve_workdir(cfg.data.workdir)
+        if self.main:
+            self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.layout.config, cfg.to_yaml())
+        self.say(f"run {self.run_dir} on {self.world} process(es), device {self.device.type}, "
+                 f"amp {accel.mixed_precision}")  # fmt: skip
+
+        self.data = data = prepare_data(cfg, workdir, self.say)
+        torch.manual_seed(cfg.run.seed)
+        model = build_model(cfg, data.num_classes, data.num_cameras, data.text_dim)
+        self.mean, self.std = model_mean_std(cfg, model)
+        if self.device.type == "cuda" and cfg.model.channels_last and model.kind == "generic":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        try:
+            self.sampler = IdentityBatchSampler(
+                data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, self.world, self.rank
+            )
+        except ValueError as exc:
+            raise DifferError(f"{cfg.data.dataset}: {exc}; lower sampler.P or run.val_ids") from None
+        self.spe = len(self.sampler)
+        if self.spe == 0:
+            raise DifferError(
+                f"{cfg.data.dataset}: too few images for one P×K={cfg.sampler.P}×{cfg.sampler.K} batch per process "
+                f"on {self.world} process(es); lower sampler.P/K or use fewer processes"
+            )
+        self.total_steps = cfg.schedule.epochs * self.spe
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.spe)
+        self.criterion = DifferLoss(cfg.losses, cfg.text.non_bio)
+        self.ignore_camera = int(np.unique(data.camids.numpy()).size) <= 1
 
     # ---- resume
-    step, best, resume_state = 0, {"score": -math.inf, "epoch": None, "metrics": {}}, None
-    resume_path = None
-    if cfg.run.resume == "auto":
-        resume_path = ckpt_dir / "last.pt" if (ckpt_dir / "last.pt").exists() else None
-    elif cfg.run.resume != "never":
-        resume_path = Path(cfg.run.resume).expanduser()
-    if resume_path is not None:
-        ckpt = read_checkpoint(resume_path)
+    def resume(self) -> None:
+        """Load ``last.pt`` (``run.resume=auto``) or the given checkpoint: weights, optimizer, scheduler, step."""
+        from differ_core.checkpoint import check_compatible, load_model_state, read_checkpoint
+
+        cfg, data = self.cfg, self.data
+        path = None
+        if cfg.run.resume == "auto":
+            path = self.layout.last if self.layout.last.exists() else None
+        elif cfg.run.resume != "never":
+            path = Path(cfg.run.resume).expanduser()
+        if path is None:
+            return
+        ckpt = read_checkpoint(path)
         check_compatible(
-            ckpt, str(resume_path), backbone=cfg.model.backbone, dataset=cfg.data.dataset,
+            ckpt, str(path), backbone=cfg.model.backbone, dataset=cfg.data.dataset,
             num_classes=data.num_classes, num_cameras=data.num_cameras, text_dim=data.text_dim,
             img_size=cfg.data.img_size,
         )  # fmt: skip
-        load_model_state(model, ckpt["model"], str(resume_path))
+        load_model_state(self.model, ckpt["model"], str(path))
         if "optimizer" not in ckpt:
-            raise DifferError(f"{resume_path}: has no optimizer state (a best.pt?); resume from last.pt")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
-        best = {**best, **(ckpt.get("best") or {})}
-        if best["score"] is None:
-            best["score"] = -math.inf
-        resume_state = ckpt
-        say(f"resuming from {resume_path} at step {step} (epoch {step // spe}, batch {step % spe})")
+            raise DifferError(f"{path}: has no optimizer state (a best.pt?); resume from last.pt")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.best = {**self.best, **(ckpt.get("best") or {})}
+        if self.best["score"] is None:
+            self.best["score"] = -math.inf
+        self.resume_path, self.resume_state = path, ckpt
+        self.metrics = dict(ckpt.get("metrics") or {})
+        self.last_good = path if path.name == self.layout.last.name else None
+        self.say(f"resuming from {path} at step {self.step} (epoch {self.step // self.spe}, "
+                 f"batch {self.step % self.spe})")  # fmt: skip
 
-    model, optimizer = accel.prepare(model, optimizer)
-    if resume_state is not None and resume_state.get("scaler") and accel.scaler is not None:
-        accel.scaler.load_state_dict(resume_state["scaler"])
-    raw = accel.unwrap_model(model)
+    def prepare(self) -> None:
+        """``accelerator.prepare`` the model and optimizer; restore the AMP scaler of a resumed run."""
+        accel = self.accel
+        self.model, self.optimizer = accel.prepare(self.model, self.optimizer)
+        state = self.resume_state
+        if state is not None and state.get("scaler") and accel.scaler is not None:
+            accel.scaler.load_state_dict(state["scaler"])
+        self.raw = accel.unwrap_model(self.model)
 
     # ---- logs
-    train_log = _CsvLog(run_dir / "train_log.csv", step if resume_path else None) if main else None
-    val_log = _CsvLog(run_dir / "val_log.csv", step if resume_path else None) if main else None
-    tb = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
+    def open_logs(self) -> None:
+        """CSV logs (cut back to the resume step), the accelerate trackers, the debug file and the progress bar."""
+        from tqdm.auto import tqdm
 
-        tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step if resume_path else None)
-    debug_fh = None
-    if cfg.run.debug_batches:
-        (run_dir / "debug").mkdir(parents=True, exist_ok=True)
-        debug_fh = open(run_dir / "debug" / f"batches-rank{rank}.txt", "a")  # noqa: SIM115
+        cfg, keep = self.cfg, (self.step if self.resume_path else None)
+        self.train_log = _CsvLog(self.layout.train_log, keep) if self.main else None
+        self.val_log = _CsvLog(self.layout.val_log, keep) if self.main else None
+        if cfg.run.log_with:
+            self.accel.init_trackers(
+                "differ", init_kwargs={"tensorboard": {"purge_step": keep}, "wandb": {"name": cfg.run.name},
+                                       "mlflow": {"run_name": cfg.run.name}},
+            )  # fmt: skip
+        if cfg.run.debug_batches:
+            self.layout.debug.mkdir(parents=True, exist_ok=True)
+            self.debug_fh = open(self.layout.debug / f"batches-rank{self.rank}.txt", "a")  # noqa: SIM115
+        self.bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and cfg.run.progress),
+                        desc="train", dynamic_ncols=True)  # fmt: skip
 
-    def payload(epoch_done: int, with_state: bool, metrics: dict[str, Any]) -> dict[str, Any]:
+    def close(self, ok: bool) -> None:
+        """Close the bar, the debug file and the trackers; a normal end also ends accelerate's training."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.debug_fh is not None:
+            self.debug_fh.close()
+            self.debug_fh = None
+        if self.accel is None:
+            return
+        if ok:
+            self.accel.wait_for_everyone()
+            self.accel.end_training()  # finishes the trackers
+        else:  # no process-group teardown here: other ranks may still be inside a collective
+            for tracker in self.accel.trackers:
+                tracker.finish()
+        self.accel.trackers = []
+
+    # ---- checkpoints
+    def payload(self, epoch_done: int, with_state: bool) -> dict[str, Any]:
+        """A checkpoint's contents; ``with_state`` adds what resuming needs (optimizer, scheduler, sampler, ...)."""
+        cfg, data, best = self.cfg, self.data, self.best
         p: dict[str, Any] = {
-            "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in self.raw.state_dict().items()},
             "config": cfg.model_dump(mode="json"),
             "epoch": epoch_done,
-            "step": step,
+            "step": self.step,
             "num_classes": data.num_classes,
             "num_cameras": data.num_cameras,
             "text_dim": data.text_dim,
             "img_size": [int(v) for v in cfg.data.img_size],
-            "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std],
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
             "dataset": cfg.data.dataset,
             "backbone": cfg.model.backbone,
-            "metrics": metrics,
+            "metrics": self.metrics,
             "best": {
                 k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in best.items()
             },
-            "world_size": world,
+            "world_size": self.world,
         }
         if with_state:
-            p["optimizer"] = optimizer.state_dict()
-            p["scheduler"] = scheduler.state_dict()
-            p["sampler"] = {**sampler.state_dict(), "epoch": step // spe, "start_batch": step % spe}
+            p["optimizer"] = self.optimizer.state_dict()
+            p["scheduler"] = self.scheduler.state_dict()
+            p["sampler"] = {**self.sampler.state_dict(), "epoch": self.step // self.spe,
+                            "start_batch": self.step % self.spe}  # fmt: skip
             p["rng"] = {"torch": torch.get_rng_state()}
-            if accel.scaler is not None:
-                p["scaler"] = accel.scaler.state_dict()
+            if self.accel.scaler is not None:
+                p["scaler"] = self.accel.scaler.state_dict()
         return p
 
-    last_good: list[Path | None] = [resume_path if resume_path and resume_path.name == "last.pt" else None]
+    def save_last(self, epoch_done: int) -> None:
+        """``last.pt`` (resume state), written by the main process between two barriers."""
+        from differ_core.checkpoint import save_checkpoint
 
-    def save_last(epoch_done: int, metrics: dict[str, Any]) -> None:
-        accel.wait_for_everyone()
-        if main:
-            last_good[0] = save_checkpoint(ckpt_dir / "last.pt", payload(epoch_done, True, metrics))
-        accel.wait_for_everyone()
+        self.accel.wait_for_everyone()
+        if self.main:
+            self.last_good = save_checkpoint(self.layout.last, self.payload(epoch_done, True))
+        self.accel.wait_for_everyone()
 
-    # ---- loop
-    from tqdm.auto import tqdm
+    def save_best(self, epoch_done: int) -> None:
+        """``best.pt``: the weights of the selected epoch (no resume state)."""
+        from differ_core.checkpoint import save_checkpoint
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (main and cfg.run.progress), desc="train",
-               dynamic_ncols=True)  # fmt: skip
-    autocast = accel.autocast
-    t_last, n_imgs = time.perf_counter(), 0
-    metrics: dict[str, Any] = dict(resume_state.get("metrics") or {}) if resume_state else {}
-    if step >= total_steps:
-        say(f"already complete ({step} of {total_steps} steps)")
-    stopped = False
-    for epoch in range(step // spe, cfg.schedule.epochs):
-        sampler.set_epoch(epoch, step - epoch * spe)
-        model.train()
-        for idx in sampler:
-            idx_t = torch.as_tensor(idx, dtype=torch.long)
-            seed = step_seed(cfg.run.seed, rank, step)
-            gen = torch.Generator().manual_seed(seed)
-            torch.manual_seed(seed ^ 0x5DEECE66D)  # dropout / drop-path draws are a function of the step too
-            images = augment(
-                data.images[idx_t].to(device, non_blocking=True), cfg.data.augmentation, mean, std, gen
-            )
-            if device.type == "cuda" and cfg.model.channels_last and raw.kind == "generic":
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = data.labels[idx_t].to(device)
-            camids = data.camids[idx_t].to(device)
-            texts = data.texts[idx_t].to(device) if data.texts is not None else None
-            if debug_fh is not None:
-                debug_fh.write(f"{step}\t{epoch}\t" + ",".join(data.image_ids[i] for i in idx) + "\n")
-                debug_fh.flush()
-            alpha = grl_alpha(cfg.losses.grl_alpha, cfg.losses.grl_schedule, step / max(1, total_steps))
-            raw.set_grl_alpha(alpha)
-            with autocast():
-                out = model(images, camids)
-            loss, terms = criterion(out, labels, texts, out.get("logit_scale"))
-            bad = torch.tensor([0.0 if math.isfinite(terms["loss"]) else 1.0], device=device)
-            if world > 1:
-                bad = accel.reduce(bad, reduction="sum")
-            if float(bad) > 0:
-                bar.close()
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items() if k.startswith("loss"))
-                good = last_good[0]
-                raise DifferError(
-                    f"non-finite loss at step {step} (epoch {epoch}) on {'this' if bad.item() else 'another'} "
-                    f"rank: {shown}; last good checkpoint: {good if good else 'none written yet'}; lower optim.lr, "
-                    "set optim.clip_grad or run.amp=none"
-                )
-            accel.backward(loss)
-            if cfg.optim.clip_grad:
-                accel.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            n_imgs += len(idx) * world
-            bar.update(1)
-            if main and (step % cfg.run.log_every == 0 or step % spe == 0 or step == total_steps):
-                now = time.perf_counter()
-                row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "grl_alpha": alpha,
-                       **terms, "images_per_s": n_imgs / max(now - t_last, 1e-9)}  # fmt: skip
-                if "logit_scale" in out:
-                    row["logit_scale"] = float(out["logit_scale"].detach())
-                t_last, n_imgs = now, 0
-                train_log.write(row)  # type: ignore[union-attr]
-                for k, v in row.items():
-                    if k not in ("step", "epoch"):
-                        tb.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
-                bar.set_postfix(loss=f"{terms['loss']:.3f}", epoch=epoch)
-            if cfg.run.checkpoint_every_steps and step % cfg.run.checkpoint_every_steps == 0 and step % spe:
-                save_last(epoch, metrics)
-            if cfg.run.stop_after_steps and step >= cfg.run.stop_after_steps and step < total_steps:
-                stopped = True
+        p = self.payload(epoch_done, False)
+        p["selection"] = "validation" if self.data.val else "last"
+        save_checkpoint(self.layout.best, p)
+
+    # ---- one epoch, one step
+    def fit(self) -> Path:
+        """Run every step in order; returns the run folder."""
+        self.set_up()
+        self.resume()
+        self.prepare()
+        self.open_logs()
+        if self.step >= self.total_steps:
+            self.say(f"already complete ({self.step} of {self.total_steps} steps)")
+        self.t_last, self.n_imgs = time.perf_counter(), 0
+        for epoch in range(self.step // self.spe, self.cfg.schedule.epochs):
+            self.run_epoch(epoch)
+            if self.stopped:
                 break
-        if stopped:
-            break
-        epoch_done = epoch + 1
+            self.end_of_epoch(epoch + 1)
+        if self.stopped:
+            self.say(
+                f"stopped after step {self.step} as run.stop_after_steps asks (as if killed; rerun to resume)"
+            )
+        else:
+            self.say(f"done: {self.layout.last}")
+        return self.run_dir
+
+    def run_epoch(self, epoch: int) -> None:
+        """The epoch's batches from the current step on; sets ``stopped`` at ``run.stop_after_steps``."""
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch, self.step - epoch * self.spe)
+        self.model.train()
+        for idx in self.sampler:
+            alpha, terms, out = self.train_step(epoch, idx)
+            self.step += 1
+            self.n_imgs += len(idx) * self.world
+            self.bar.update(1)
+            step = self.step
+            if self.main and (
+                step % cfg.run.log_every == 0 or step % self.spe == 0 or step == self.total_steps
+            ):
+                self.log_step(epoch, alpha, terms, out)
+            if (
+                cfg.run.checkpoint_every_steps
+                and step % cfg.run.checkpoint_every_steps == 0
+                and step % self.spe
+            ):
+                self.save_last(epoch)
+            if cfg.run.stop_after_steps and step >= cfg.run.stop_after_steps and step < self.total_steps:
+                self.stopped = True
+                return
+
+    def train_step(self, epoch: int, idx: list[int]) -> tuple[float, dict[str, float], dict[str, Any]]:
+        """One optimisation step on the batch ``idx``; returns ``(grl alpha, loss terms, model outputs)``."""
+        from differ_core.data import augment
+        from differ_core.grl import grl_alpha
+
+        cfg, data, device, accel = self.cfg, self.data, self.device, self.accel
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        seed = step_seed(cfg.run.seed, self.rank, self.step)
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed ^ 0x5DEECE66D)  # dropout / drop-path draws are a function of the step too
+        images = augment(data.images[idx_t].to(device, non_blocking=True), cfg.data.augmentation, self.mean,
+                         self.std, gen)  # fmt: skip
+        if device.type == "cuda" and cfg.model.channels_last and self.raw.kind == "generic":
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = data.labels[idx_t].to(device)
+        camids = data.camids[idx_t].to(device)
+        texts = data.texts[idx_t].to(device) if data.texts is not None else None
+        if self.debug_fh is not None:
+            self.debug_fh.write(f"{self.step}\t{epoch}\t" + ",".join(data.image_ids[i] for i in idx) + "\n")
+            self.debug_fh.flush()
+        alpha = grl_alpha(cfg.losses.grl_alpha, cfg.losses.grl_schedule, self.step / max(1, self.total_steps))
+        self.raw.set_grl_alpha(alpha)
+        with accel.autocast():
+            out = self.model(images, camids)
+        loss, terms = self.criterion(out, labels, texts, out.get("logit_scale"))
+        self.check_finite(epoch, terms)
+        accel.backward(loss)
+        if cfg.optim.clip_grad:
+            accel.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return alpha, terms, out
+
+    def check_finite(self, epoch: int, terms: dict[str, float]) -> None:
+        """Stop every rank with one message when any rank's loss is not finite."""
+        bad = torch.tensor([0.0 if math.isfinite(terms["loss"]) else 1.0], device=self.device)
+        if self.world > 1:
+            bad = self.accel.reduce(bad, reduction="sum")
+        if float(bad) > 0:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items() if k.startswith("loss"))
+            good = self.last_good
+            raise DifferError(
+                f"non-finite loss at step {self.step} (epoch {epoch}) on "
+                f"{'another' if math.isfinite(terms['loss']) else 'this'} rank: {shown}; last good "
+                f"checkpoint: {good if good else 'none written yet'}; lower optim.lr, set optim.clip_grad or "
+                "run.amp=none"
+            )
+
+    def log_step(self, epoch: int, alpha: float, terms: dict[str, float], out: dict[str, Any]) -> None:
+        """A ``train_log.csv`` row and the same values to the trackers (``train/<key>``)."""
+        now = time.perf_counter()
+        row = {"step": self.step, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "grl_alpha": alpha,
+               **terms, "images_per_s": self.n_imgs / max(now - self.t_last, 1e-9)}  # fmt: skip
+        if "logit_scale" in out:
+            row["logit_scale"] = float(out["logit_scale"].detach())
+        self.t_last, self.n_imgs = now, 0
+        self.train_log.write(row)  # type: ignore[union-attr]
+        self.accel.log(
+            {f"train/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.step
+        )
+        self.bar.set_postfix(loss=f"{terms['loss']:.3f}", epoch=epoch)
+
+    # ---- end of epoch
+    def end_of_epoch(self, epoch_done: int) -> None:
+        """Validation (every ``run.eval_every`` epochs and at the end), ``best.pt`` when improved, ``last.pt``."""
+        cfg, data = self.cfg, self.data
         final = epoch_done == cfg.schedule.epochs
         improved = False
         if data.val and (epoch_done % cfg.run.eval_every == 0 or final):
-            if main:
-                metrics = validate(raw, data.val, cfg, mean, std, device, autocast, ignore_camera)
-                metrics["epoch"] = epoch_done
-                score = metrics["mAP"] if math.isfinite(metrics["mAP"]) else -math.inf
-                improved = score > best["score"] or best["epoch"] is None
-                if improved:
-                    best = {"score": score, "epoch": epoch_done, "metrics": dict(metrics)}
-                val_log.write({"step": step, **metrics, "best_epoch": best["epoch"]})  # type: ignore[union-attr]
-                for k in ("rank1", "rank5", "mAP"):
-                    tb.add_scalar(f"val/{k}", metrics[k], step)  # type: ignore[union-attr]
-                say(f"epoch {epoch_done}: validation {metrics['protocol']} rank1 {metrics['rank1']:.3f} "
-                    f"mAP {metrics['mAP']:.3f} (best epoch {best['epoch']})")  # fmt: skip
-            accel.wait_for_everyone()
+            if self.main:
+                improved = self.validate_epoch(epoch_done)
+            self.accel.wait_for_everyone()
         elif not data.val and final:
             improved = True  # no validation split: the last epoch is the selection
-            best = {"score": -math.inf, "epoch": epoch_done, "metrics": {}}
-        if main and improved:
-            p = payload(epoch_done, False, metrics)
-            p["selection"] = "validation" if data.val else "last"
-            save_checkpoint(ckpt_dir / "best.pt", p)
+            self.best = {"score": -math.inf, "epoch": epoch_done, "metrics": {}}
+        if self.main and improved:
+            self.save_best(epoch_done)
         if epoch_done % cfg.run.checkpoint_every == 0 or final:
-            save_last(epoch_done, metrics)
-    bar.close()
-    if debug_fh is not None:
-        debug_fh.close()
-    if tb is not None:
-        tb.close()
-    if stopped:
-        say(f"stopped after step {step} as run.stop_after_steps asks (as if killed; rerun to resume)")
-    else:
-        say(f"done: {run_dir / 'checkpoints' / 'last.pt'}")
-    accel.wait_for_everyone()
-    accel.end_training()
-    return run_dir
+            self.save_last(epoch_done)
+
+    def validate_epoch(self, epoch_done: int) -> bool:
+        """Validate (main process), log ``val_log.csv`` and ``val/*``; True when the score beats the best."""
+        metrics = validate(self.raw, self.data.val, self.cfg, self.mean, self.std, self.device, self.accel.autocast,
+                           self.ignore_camera)  # fmt: skip
+        metrics["epoch"] = epoch_done
+        self.metrics = metrics
+        score = metrics["mAP"] if math.isfinite(metrics["mAP"]) else -math.inf
+        improved = score > self.best["score"] or self.best["epoch"] is None
+        if improved:
+            self.best = {"score": score, "epoch": epoch_done, "metrics": dict(metrics)}
+        self.val_log.write({"step": self.step, **metrics, "best_epoch": self.best["epoch"]})  # type: ignore[union-attr]
+        self.accel.log({f"val/{k}": metrics[k] for k in ("rank1", "rank5", "mAP")}, step=self.step)
+        self.say(f"epoch {epoch_done}: validation {metrics['protocol']} rank1 {metrics['rank1']:.3f} "
+                 f"mAP {metrics['mAP']:.3f} (best epoch {self.best['epoch']})")  # fmt: skip
+        return improved
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) the run ``cfg`` describes; returns its run folder."""
+    with Trainer(cfg) as trainer:
+        return trainer.fit()

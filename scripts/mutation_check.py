@@ -50,14 +50,14 @@ class Bug:
     tests: tuple[str, ...]
 
 
-LEARNING = "tests/training/test_learning.py"  # being written on another branch (issue 16)
+LEARNING = "tests/training/test_learning.py"
 
 BUGS: tuple[Bug, ...] = (
     Bug(
         "optimizer-step-skipped",
         "the training loop never applies the optimizer step",
         "differ_core/training.py",
-        "optimizer.step()",
+        "self.optimizer.step()",
         "pass",
         ("tests/training/test_training.py", LEARNING),
     ),
@@ -73,7 +73,7 @@ BUGS: tuple[Bug, ...] = (
         "grl-alpha-not-applied",
         "the GRL alpha schedule is computed but never set on the model during training",
         "differ_core/training.py",
-        "raw.set_grl_alpha(alpha)",
+        "self.raw.set_grl_alpha(alpha)",
         "pass",
         ("tests/training/test_training.py", LEARNING),
     ),
@@ -97,7 +97,7 @@ BUGS: tuple[Bug, ...] = (
         "resume-optimizer-state-lost",
         "resuming restores the model but not the optimizer state",
         "differ_core/training.py",
-        'optimizer.load_state_dict(ckpt["optimizer"])',
+        'self.optimizer.load_state_dict(ckpt["optimizer"])',
         "pass",
         ("tests/training/test_training.py", LEARNING),
     ),

@@ -139,17 +139,38 @@ def test_batch_hard_triplet_takes_the_hardest_positive_and_negative():
 
 
 def test_differ_loss_terms_follow_the_config():
+    """Each weight multiplies its own term (value and gradient); a term that is off adds nothing, no gradient."""
     torch.manual_seed(3)
-    out = {"feat": torch.randn(4, 6), "logits": torch.randn(4, 3), "bio_proj": torch.randn(4, 5),
-           "nb_proj": torch.randn(4, 2, 5)}  # fmt: skip
+    base = {"feat": torch.randn(4, 6), "logits": torch.randn(4, 3), "bio_proj": torch.randn(4, 5),
+            "nb_proj": torch.randn(4, 2, 5)}  # fmt: skip
     pids, texts = torch.tensor([0, 0, 1, 1]), torch.randn(4, 3, 5)
-    full = DifferLoss(LossConfig(nbdetach_weight=0.5), ["hairstyle", "clothing"])
-    total, terms = full(out, pids, texts)
-    expect = terms["loss_id"] + terms["loss_triplet"] + terms["loss_bio"] + 0.5 * terms["loss_nbdetach"]
-    assert float(total) == pytest.approx(expect, rel=1e-5)
+    nonbio = ["hairstyle", "clothing"]
+    reads = {"id": "logits", "triplet": "feat", "bio": "bio_proj", "nbdetach": "nb_proj"}
+    weights = {"id": 0.3, "triplet": 0.7, "bio": 1.9, "nbdetach": 0.5}
+
+    def run(**cfg):
+        out = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+        total, terms = DifferLoss(LossConfig(**cfg), nonbio)(out, pids, texts)
+        total.backward()
+        return float(total.detach()), terms, {k: v.grad for k, v in out.items()}
+
+    unit = {}
+    for name, key in reads.items():
+        one, terms, grads = run(use=[name])
+        unit[name] = one
+        assert one == pytest.approx(terms[f"loss_{name}"], rel=1e-6)
+        assert all(g is None for k, g in grads.items() if k != key)  # the other inputs get no gradient
+        w_total, _, w_grads = run(use=[name], **{f"{name}_weight": weights[name]})
+        assert w_total == pytest.approx(weights[name] * one, rel=1e-5)
+        assert torch.allclose(w_grads[key], weights[name] * grads[key], rtol=1e-5, atol=1e-7)
+        zero_total, _, zero_grads = run(use=[name], **{f"{name}_weight": 0.0})
+        assert zero_total == 0.0 and not zero_grads[key].any()
+    full, terms, grads = run(**{f"{n}_weight": w for n, w in weights.items()})
+    assert full == pytest.approx(sum(weights[n] * unit[n] for n in reads), rel=1e-5)
     assert terms["loss_nbdetach"] == pytest.approx(
         terms["loss_nb_hairstyle"] + terms["loss_nb_clothing"], rel=1e-5
     )
-    base_total, base = DifferLoss(LossConfig(use=["id", "triplet"]), ["hairstyle"])(out, pids, None)
-    assert set(base) == {"loss_id", "acc_id", "loss_triplet", "acc_triplet", "loss"}
-    assert float(base_total) == pytest.approx(terms["loss_id"] + terms["loss_triplet"], rel=1e-5)
+    off, base_terms, off_grads = run(use=["id", "triplet"], bio_weight=1.9, nbdetach_weight=0.5)
+    assert set(base_terms) == {"loss_id", "acc_id", "loss_triplet", "acc_triplet", "loss"}
+    assert off == pytest.approx(unit["id"] + unit["triplet"], rel=1e-5)
+    assert off_grads["bio_proj"] is None and off_grads["nb_proj"] is None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import sys
+import threading
 
 import pytest
 import torch
 
-from differ_common.errors import DataError, DifferError
+from differ_common.errors import ConfigError, DataError, DifferError
 from differ_core.config import TrainConfig
 from differ_core.training import train
 
@@ -125,3 +129,67 @@ def test_more_identities_per_batch_than_the_data_has_is_a_clear_error(toy, tmp_p
     cfg = TrainConfig.model_validate(toy_config(toy, tmp_path / "run", sampler={"P": 7, "K": 2}))
     with pytest.raises(DifferError, match="sampler.P=7 identities per batch but the training set has only 6"):
         train(cfg)
+
+
+def _open_files_under(folder) -> list[str]:
+    """Paths under ``folder`` this process holds open (Linux /proc)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(folder)):
+                out.append(target)
+    return out
+
+
+def _event_writer_threads() -> set:
+    """The live background threads of TensorBoard event-file writers."""
+    return {t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread"}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_run_that_raises_leaves_no_file_open(toy, tmp_path, monkeypatch):
+    from differ_core import losses
+
+    real = losses.DifferLoss.__call__
+
+    def poisoned(self, out, pids, texts, logit_scale=None):
+        total, terms = real(self, out, pids, texts, logit_scale)
+        return total * float("nan"), {**terms, "loss": float("nan")}
+
+    monkeypatch.setattr(losses.DifferLoss, "__call__", poisoned)
+    writers = _event_writer_threads()
+    cfg = toy_config(toy, tmp_path / "run", run={"val_ids": 0.0, "debug_batches": True})
+    with pytest.raises(DifferError, match="non-finite loss at step 0") as err:
+        train(TrainConfig.model_validate(cfg))
+    assert (tmp_path / "run" / "debug" / "batches-rank0.txt").exists()
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    # closed by train() itself, not by garbage collection: the caller still holds the error and its frames
+    assert err.value.__traceback__ is not None
+    assert _open_files_under(tmp_path / "run") == []
+    assert _event_writer_threads() == writers  # the TensorBoard writer was closed (its thread ended)
+
+
+def test_tensorboard_receives_the_train_and_validation_scalars(run_a):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {p.parent for p in (run_a / "tensorboard").rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/loss_bio", "train/grl_alpha", "val/mAP", "val/rank1"} <= tags
+    rows = _rows(run_a / "train_log.csv")
+    logged = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert logged == [(int(r["step"]), pytest.approx(float(r["loss"]), rel=1e-5)) for r in rows]
+    assert [e.step for e in acc.Scalars("val/mAP")] == [int(r["step"]) for r in _rows(run_a / "val_log.csv")]
+
+
+def test_no_tracker_and_a_missing_tracker_package(toy, tmp_path, monkeypatch):
+    cfg = toy_config(toy, tmp_path / "none", schedule={"epochs": 1}, run={"log_with": [], "val_ids": 0.0})
+    run_dir = train(TrainConfig.model_validate(cfg))
+    assert (run_dir / "checkpoints" / "last.pt").exists() and not (run_dir / "tensorboard").exists()
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if tensorboard were not installed
+    cfg = toy_config(toy, tmp_path / "tb", run={"val_ids": 0.0})  # the default: ["tensorboard"]
+    with pytest.raises(ConfigError, match=r"run.log_with: 'tensorboard' needs the tensorboard package"):
+        train(TrainConfig.model_validate(cfg))
+    assert not (tmp_path / "tb").exists()  # refused before any work
