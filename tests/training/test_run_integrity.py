@@ -22,7 +22,9 @@ def test_differ_train_refuses_a_changed_config_and_continues_only_when_asked(toy
     from flows.cli import main
 
     f = tmp_path / "t.yaml"
-    f.write_text(yaml.safe_dump(toy_config(toy, tmp_path / "run", schedule={"epochs": 1}, run={"val_ids": 0.0})))
+    f.write_text(
+        yaml.safe_dump(toy_config(toy, tmp_path / "run", schedule={"epochs": 1}, run={"val_ids": 0.0}))
+    )
     run = tmp_path / "run"
     assert main(["--workdir", str(toy["work"]), "train", "--config", str(f)]) == 0
     saved = (run / "config.yaml").read_bytes()
@@ -52,9 +54,13 @@ def test_check_run_folder_names_every_differing_key_and_ignores_operational_ones
     assert check_run_folder(tmp_path / "r", cfg) == {}  # a new folder: nothing to compare
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text(cfg.to_yaml())
-    ops = load_config(None, ["run.name=r", f"run.output={tmp_path / 'r'}", "run.threads=3", "run.progress=false"])
+    ops = load_config(
+        None, ["run.name=r", f"run.output={tmp_path / 'r'}", "run.threads=3", "run.progress=false"]
+    )
     assert check_run_folder(tmp_path / "r", ops) == {}
-    changed = load_config(None, ["run.name=r", f"run.output={tmp_path / 'r'}", "optim.lr=1e-4", "sampler.K=4"])
+    changed = load_config(
+        None, ["run.name=r", f"run.output={tmp_path / 'r'}", "optim.lr=1e-4", "sampler.K=4"]
+    )
     with pytest.raises(DifferError, match=r"2 key\(s\) differ.*optim.lr 2e-06 -> 0.0001, sampler.K 2 -> 4"):
         check_run_folder(tmp_path / "r", changed)
     assert check_run_folder(tmp_path / "r", changed, resume_anyway=True) == {
@@ -82,7 +88,11 @@ def test_published_dataset_without_weights_is_refused_unless_random_is_asked_for
 
 
 def test_text_dim_of_the_config_is_checked_against_the_features(toy, tmp_path):
-    cfg = TrainConfig.model_validate(toy_config(toy, tmp_path / "run", text={"dim": 16}, run={"val_ids": 0.0}))
-    with pytest.raises(ConfigError, match="text.dim: the config expects 16-d text features but minilm gives 8-d"):
+    cfg = TrainConfig.model_validate(
+        toy_config(toy, tmp_path / "run", text={"dim": 16}, run={"val_ids": 0.0})
+    )
+    with pytest.raises(
+        ConfigError, match="text.dim: the config expects 16-d text features but minilm gives 8-d"
+    ):
         train(cfg)
     assert not (tmp_path / "run" / "config.yaml").exists()
