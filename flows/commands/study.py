@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     pipeline = pipeline_config_for_training(
         args.pipeline, args.config, list(args.overrides), workdir=str(args.workdir), root=args.root
     )
+    from flows.preflight import check_pipeline
+
+    check_pipeline(pipeline, source=args.config)  # every problem before the first run writes anything
     try:
         study = StudyConfig(
             name=args.name,
