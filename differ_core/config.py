@@ -19,6 +19,9 @@ from differ_common.perspectives import PERSPECTIVES
 
 LossName = Literal["id", "triplet", "bio", "nbdetach"]
 LOSS_NAMES: tuple[str, ...] = ("id", "triplet", "bio", "nbdetach")
+RANDOM_INIT = "random"  # model.pretrained value that asks for random initialisation explicitly
+# the published benchmarks: training them from random weights is a mistake unless asked for (model.pretrained)
+PUBLISHED_DATASETS: tuple[str, ...] = ("ltcc", "prcc", "celeb-light", "ccvid")
 
 
 class _Section(BaseModel):
@@ -66,6 +69,11 @@ class TextConfig(_Section):
         None,
         description="optional .pt {'image_ids': [...], 'features': [N,1+K,D]} instead of the workspace features",
     )
+    dim: int | None = Field(
+        None,
+        ge=1,
+        description="expected text feature dimension, checked before captioning and training; none = any",
+    )
 
     @field_validator("perspectives")
     @classmethod
@@ -90,7 +98,9 @@ class ModelConfig(_Section):
         default_factory=dict, description="extra timm create_model kwargs"
     )
     pretrained: str | None = Field(
-        None, description="local weights file (.pt/.pth/.bin/.safetensors); none = random"
+        None,
+        description="local weights file (.pt/.pth/.bin/.safetensors), or 'random' for random weights on purpose; "
+        "none = random, an error for the published datasets",
     )
     lambda_cam: float = Field(3.0, ge=0, description="camera embedding scale (0 disables it)")
     bio_head: bool = Field(False, description="ViT: last block + final norm as a separate biometric head")
@@ -98,6 +108,11 @@ class ModelConfig(_Section):
     drop_path: float = Field(0.1, ge=0, lt=1)
     grad_checkpointing: bool = False
     channels_last: bool = Field(True, description="CNNs on GPU: channels_last memory format")
+
+    @property
+    def weights_file(self) -> str | None:
+        """The backbone weights file to load; None for random initialisation (``null`` or ``random``)."""
+        return None if self.pretrained in (None, "", RANDOM_INIT) else self.pretrained
 
 
 class LossConfig(_Section):
@@ -213,6 +228,17 @@ class TrainConfig(_Section):
     @property
     def needs_text(self) -> bool:
         return bool({"bio", "nbdetach"} & set(self.losses.use))
+
+    def pretrained_problem(self, source: str = "the config") -> str | None:
+        """One line if ``model.pretrained`` is unset for a published dataset (random weights by mistake)."""
+        dataset = self.data.dataset.strip().lower().replace("_", "-")
+        if self.model.pretrained in (None, "") and dataset in PUBLISHED_DATASETS:
+            return (
+                f"model.pretrained: {source} trains {self.data.dataset} from random weights; pass "
+                f"model.pretrained=/path/to/{self.model.backbone}.safetensors (docs/gpu_recipe.md §2), or "
+                f"model.pretrained={RANDOM_INIT} to train from scratch on purpose"
+            )
+        return None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -343,8 +343,8 @@ def build_model(
     """The model a config describes. ``load_pretrained=False`` skips ``model.pretrained`` (a checkpoint follows)."""
     mcfg = cfg.model
     backbone = create_backbone(mcfg, cfg.data.img_size)
-    if mcfg.pretrained and load_pretrained:
-        load_backbone_weights(backbone, mcfg.pretrained)
+    if mcfg.weights_file and load_pretrained:
+        load_backbone_weights(backbone, mcfg.weights_file)
     use = set(cfg.losses.use)
     model = DifferModel(
         backbone,

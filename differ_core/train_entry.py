@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="differ_core.train_entry", description=__doc__)
     p.add_argument("--config", required=True, help="training YAML (base: overlays allowed)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4")
+    p.add_argument(
+        "--resume-anyway", action="store_true", help="continue a run folder whose config.yaml differs"
+    )
     args = p.parse_args(argv)
     from differ_common.errors import DifferError
     from differ_core.config import load_config
@@ -21,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from differ_core.training import train
 
-        train(load_config(args.config, args.overrides))
+        train(load_config(args.config, args.overrides), resume_anyway=args.resume_anyway)
     except DifferError as exc:
         print(f"differ train: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

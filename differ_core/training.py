@@ -58,6 +58,64 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     return Workspace.at(cfg.data.workdir).run_dir(cfg.run.name)
 
 
+# Keys that say where a run lives and how it is executed or logged, not what it trains: a resumed run may change
+# them freely (docs/design.md §4). Every other key of the saved config.yaml must match the requested config.
+RESUME_FREE_KEYS: frozenset[str] = frozenset({
+    "data.workdir", "data.decode_threads", "run.output", "run.resume", "run.stop_after_steps", "run.progress",
+    "run.threads", "run.log_every", "run.log_with", "run.checkpoint_every_steps", "run.debug_batches",
+    "run.eval_batch_size",
+})  # fmt: skip
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        return {k: v for key, val in data.items() for k, v in _flatten(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, requested)}`` for every dotted key whose value differs, except ``RESUME_FREE_KEYS``."""
+    a, b = _flatten(saved), _flatten(requested)
+    keys = sorted((set(a) | set(b)) - RESUME_FREE_KEYS)
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_run_folder(
+    run_dir: Path, cfg: TrainConfig, resume_anyway: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """The keys in which ``run_dir/config.yaml`` (if any) differs from ``cfg``; a DifferError naming them unless
+    ``resume_anyway``. Nothing is written."""
+    import yaml
+
+    from differ_core.config import config_from_dict
+
+    saved_file = RunLayout(run_dir).config
+    if not saved_file.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(saved_file.read_text())
+    except yaml.YAMLError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise DifferError(f"{saved_file}: unreadable run config; move {run_dir} away or give the run another "
+                          "run.name")  # fmt: skip
+    try:  # keys added to the schema since the run started get their defaults
+        saved = config_from_dict(raw, str(saved_file)).model_dump(mode="json")
+    except ConfigError:
+        saved = raw
+    diff = config_differences(saved, cfg.model_dump(mode="json"))
+    if diff and not resume_anyway:
+        shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:8])
+        more = f" and {len(diff) - 8} more" if len(diff) > 8 else ""
+        own = "run.output=<another folder>" if cfg.run.output else f"run.name={cfg.run.name}-2"
+        raise DifferError(
+            f"{run_dir}: this run was started with another config ({len(diff)} key(s) differ from its "
+            f"config.yaml: {shown}{more}); nothing was changed. Give the new run its own folder ({own}), "
+            "or pass --resume-anyway to continue this run with the new settings"
+        )
+    return diff
+
+
 class _CsvLog:
     """Append-only CSV whose columns are fixed by the first row; on resume rows after ``keep_until`` are cut."""
 
@@ -183,8 +241,10 @@ class Trainer:
     on every path; only a run that ends normally also calls ``accelerator.end_training()``.
     """
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, resume_anyway: bool = False) -> None:
         self.cfg = cfg
+        self.resume_anyway = resume_anyway
+        self.config_changes: dict[str, tuple[Any, Any]] = {}
         self.run_dir = run_dir_for(cfg)
         self.layout = RunLayout(self.run_dir)
         self.accel: Any = None
@@ -222,7 +282,11 @@ class Trainer:
         from differ_core.sampler import IdentityBatchSampler
 
         cfg = self.cfg
+        problem = cfg.pretrained_problem()
+        if problem:
+            raise ConfigError(problem)
         check_trackers(cfg.run.log_with)
+        self.config_changes = check_run_folder(self.run_dir, cfg, self.resume_anyway)
         env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
         self.cpu = cpu = env_cpu or not torch.cuda.is_available()
         project = ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.layout.trackers))
@@ -240,11 +304,15 @@ class Trainer:
         workdir = resolve_workdir(cfg.data.workdir)
         if self.main:
             self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.layout.config, cfg.to_yaml())
         self.say(f"run {self.run_dir} on {self.world} process(es), device {self.device.type}, "
                  f"amp {accel.mixed_precision}")  # fmt: skip
 
         self.data = data = prepare_data(cfg, workdir, self.say)
+        if cfg.text.dim and data.text_dim and data.text_dim != cfg.text.dim:
+            raise ConfigError(
+                f"text.dim: the config expects {cfg.text.dim}-d text features but {cfg.text.encoder} gives "
+                f"{data.text_dim}-d; use the encoder the recipe names or set text.dim={data.text_dim}"
+            )
         torch.manual_seed(cfg.run.seed)
         model = build_model(cfg, data.num_classes, data.num_cameras, data.text_dim)
         self.mean, self.std = model_mean_std(cfg, model)
@@ -268,6 +336,15 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.spe)
         self.criterion = DifferLoss(cfg.losses, cfg.text.non_bio)
         self.ignore_camera = int(np.unique(data.camids.numpy()).size) <= 1
+        if self.main:  # written once, when the set-up has succeeded, and never rewritten
+            if not self.layout.config.exists():
+                write_text_atomic(self.layout.config, cfg.to_yaml())
+            elif self.config_changes:
+                n = 1 + len(list(self.run_dir.glob("config.resumed-*.yaml")))
+                side = self.run_dir / f"config.resumed-{n}.yaml"
+                write_text_atomic(side, cfg.to_yaml())
+                self.say(f"continuing with {len(self.config_changes)} changed key(s) "
+                         f"({', '.join(self.config_changes)}); config.yaml kept, the new config is {side.name}")  # fmt: skip
 
     # ---- resume
     def resume(self) -> None:
@@ -544,7 +621,8 @@ class Trainer:
         return improved
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) the run ``cfg`` describes; returns its run folder."""
-    with Trainer(cfg) as trainer:
+def train(cfg: TrainConfig, resume_anyway: bool = False) -> Path:
+    """Train (or resume) the run ``cfg`` describes; returns its run folder. A run folder whose ``config.yaml``
+    differs from ``cfg`` is refused unless ``resume_anyway`` (see :func:`check_run_folder`)."""
+    with Trainer(cfg, resume_anyway) as trainer:
         return trainer.fit()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from differ_common.errors import ConfigError
 from differ_common.perspectives import PERSPECTIVES
@@ -14,6 +14,37 @@ from differ_core.config_files import resolve_config
 
 Stage = Literal["manifest", "caption", "summarize", "encode", "train", "evaluate"]
 STAGES: tuple[str, ...] = ("manifest", "caption", "summarize", "encode", "train", "evaluate")
+
+# Training-config keys that also configure other stages, and the pipeline field each one sets: a training override
+# `key=value` sets that field too, so every stage sees it (docs/design.md §4). The pipeline captions at least the
+# training perspectives (a study captions all six once for every variant).
+SHARED_KEYS: dict[str, str] = {
+    "data.dataset": "dataset",  # manifest, caption, encode, evaluate
+    "data.workdir": "workdir",  # every stage's workspace
+    "text.encoder": "encoder",  # encode
+    "text.perspectives": "perspectives",  # caption (and summarize for biometrics)
+}
+
+
+def shared_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``{pipeline field: value}`` set by the ``SHARED_KEYS`` among training ``key=value`` overrides."""
+    from differ_core.config import apply_overrides
+
+    data = apply_overrides({}, [o for o in overrides or [] if o.split("=", 1)[0].strip() in SHARED_KEYS])
+    out: dict[str, Any] = {}
+    for key, field in SHARED_KEYS.items():
+        section, name = key.split(".")
+        if name in data.get(section, {}):
+            out[field] = data[section][name]
+    return out
+
+
+def _same(field: str, a: Any, b: Any) -> bool:
+    if field == "workdir":
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    if field == "dataset":
+        return str(a).strip().lower().replace("_", "-") == str(b).strip().lower().replace("_", "-")
+    return a == b
 
 
 class PipelineConfig(BaseModel):
@@ -61,6 +92,31 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"unknown perspectives {bad}; allowed: {list(PERSPECTIVES)}")
         return v
 
+    @model_validator(mode="after")
+    def _overrides_reach_every_stage(self) -> PipelineConfig:
+        """A ``SHARED_KEYS`` training override sets its pipeline field; one that contradicts a field given
+        explicitly is an error (a value must mean the same to every stage)."""
+        for field, value in shared_overrides(self.train_overrides).items():
+            key = next(k for k, f in SHARED_KEYS.items() if f == field)
+            current = getattr(self, field)
+            if field == "perspectives":
+                value = self._known_perspectives(list(value or []))
+                if field in self.model_fields_set:
+                    missing = [p for p in value if p not in current]
+                    if missing:
+                        raise ValueError(
+                            f"the training override {key}={value} needs {missing} captioned but the pipeline's "
+                            f"perspectives are {current}; add them to perspectives"
+                        )
+                    continue
+            elif field in self.model_fields_set and not _same(field, current, value):
+                raise ValueError(
+                    f"{field} is {current!r} but the training override {key}={value} says {value!r}; "
+                    "give the value once"
+                )
+            object.__setattr__(self, field, value if field != "workdir" else str(value))
+        return self
+
     def resolved_train_config(self) -> Path:
         try:
             return resolve_config(self.train_config)
@@ -68,9 +124,12 @@ class PipelineConfig(BaseModel):
             raise ConfigError(f"train_config {exc}") from None
 
 
-def load_pipeline_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:
-    """Read a pipeline YAML (optional) and apply keyword overrides; errors name the file and key."""
-    data: dict[str, Any] = {}
+def load_pipeline_config(
+    path: str | Path | None = None, defaults: dict[str, Any] | None = None, **overrides: Any
+) -> PipelineConfig:
+    """``defaults``, then a pipeline YAML (optional), then keyword overrides (``None`` = not given); errors
+    name the file and key."""
+    data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -90,7 +149,39 @@ def load_pipeline_config(path: str | Path | None = None, **overrides: Any) -> Pi
         loc = ".".join(str(x) for x in first["loc"])
         allowed = ", ".join(PipelineConfig.model_fields)
         where = f"{path}: " if path else ""
-        msg = first["msg"]
+        msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = f"unknown key; allowed keys: {allowed}"
-        raise ConfigError(f"{where}pipeline key {loc!r}: {msg}") from exc
+        raise ConfigError(
+            f"{where}pipeline key {loc!r}: {msg}" if loc else f"{where}pipeline: {msg}"
+        ) from exc
+
+
+def pipeline_config_for_training(
+    pipeline: str | Path | None, train_config: str, train_overrides: list[str] | None, **options: Any
+) -> PipelineConfig:
+    """The pipeline of ``differ run`` / ``differ study``: each shared field (``SHARED_KEYS``) comes from the first
+    of a command-line option (``options``, ``None`` = not given), a training override, the pipeline YAML, the
+    training YAML; an option that contradicts a training override is an error."""
+    from differ_core.config import load_config
+
+    tc = load_config(resolve_config(train_config), [])
+    from_training = {
+        "dataset": tc.data.dataset,
+        "encoder": tc.text.encoder,
+        "perspectives": tc.text.perspectives,
+    }
+    given = shared_overrides(train_overrides)
+    if "perspectives" in given:  # the pipeline YAML may caption more; the validator checks it covers these
+        from_training["perspectives"] = given.pop("perspectives")
+    merged = dict(options)
+    for field, value in given.items():  # an option given too is checked against the override by the validator
+        if merged.get(field) is None:
+            merged[field] = value
+    return load_pipeline_config(
+        pipeline,
+        defaults=from_training,
+        train_config=train_config,
+        train_overrides=list(train_overrides or []) or None,
+        **merged,
+    )

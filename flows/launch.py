@@ -20,11 +20,13 @@ def accelerate_command(
     main_process_ip: str | None = None,
     main_process_port: int | None = None,
     cpu: bool | None = None,
+    entry_args: tuple[str, ...] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and extra environment for ``accelerate launch -m differ_core.train_entry``.
 
     On CPU ``accelerate launch --cpu`` silently runs one process, so CPU runs use ``--multi_gpu`` with
-    ``ACCELERATE_USE_CPU=1`` in the children (gloo backend).
+    ``ACCELERATE_USE_CPU=1`` in the children (gloo backend). ``entry_args`` follow ``--config`` (e.g.
+    ``--resume-anyway``).
     """
     import torch
 
@@ -50,6 +52,7 @@ def accelerate_command(
     else:
         cmd += ["--mixed_precision", "no"]  # the training loop picks bf16/fp16 itself from the config
     cmd += ["--dynamo_backend", "no", "-m", "differ_core.train_entry", "--config", str(config_file)]
+    cmd += list(entry_args)
     return cmd, env
 
 

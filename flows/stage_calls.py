@@ -11,6 +11,7 @@ import yaml
 from differ_common.fingerprint import sha256_json
 from differ_common.io import write_text_atomic
 from differ_common.workspace import RunLayout, Workspace
+from differ_core.config import RANDOM_INIT
 from flows.config import PipelineConfig
 
 
@@ -37,15 +38,16 @@ def caption_settings(cfg: PipelineConfig) -> dict[str, str]:
 
 
 def resolve_training(cfg: PipelineConfig, workdir: str) -> dict[str, Any]:
-    """The training config as a plain dict: the YAML (with its ``base`` overlays), the pipeline's dataset,
-    workspace and encoder, then the user's ``key=value`` overrides; validated by the trainer's schema."""
+    """The training config as a plain dict: the YAML (with its ``base`` overlays), the user's ``key=value``
+    overrides, then the pipeline's dataset, workspace and encoder (the values every other stage uses; a training
+    override of them has already set them, ``flows.config.SHARED_KEYS``); validated by the trainer's schema."""
     from differ_core.config import load_config
 
     overrides = [
+        *cfg.train_overrides,
         f"data.dataset={cfg.dataset}",
         f"data.workdir={workdir}",
         f"text.encoder={cfg.encoder}",
-        *cfg.train_overrides,
     ]
     train_cfg = load_config(cfg.resolved_train_config(), overrides)
     return train_cfg.model_dump(mode="json")
@@ -54,7 +56,7 @@ def resolve_training(cfg: PipelineConfig, workdir: str) -> dict[str, Any]:
 def pretrained_fingerprint(train_cfg: dict[str, Any]) -> str | None:
     """``model.pretrained``'s identity as (resolved path, size, mtime): replaced weights give a new run."""
     path = (train_cfg.get("model") or {}).get("pretrained")
-    if not path:
+    if not path or path == RANDOM_INIT:
         return None
     p = Path(path).expanduser()
     if not p.is_file():
@@ -132,15 +134,3 @@ def run_evaluation(run_dir: str, options: dict[str, Any]) -> dict[str, Path]:
         plots=options.get("plots", 0),
     )
     return {"metrics": RunLayout(Path(run_dir)).metrics}
-
-
-def pipeline_fields_from_training(train_config: str) -> dict[str, Any]:
-    """Dataset, encoder and perspectives named by a training config, so the pipeline captions what it trains on."""
-    from differ_core.config import load_config
-
-    tc = load_config(train_config, [])
-    return {
-        "dataset": tc.data.dataset,
-        "encoder": tc.text.encoder,
-        "perspectives": list(tc.text.perspectives),
-    }

@@ -41,20 +41,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
     from differ_common.errors import ConfigError
-    from flows.config import load_pipeline_config
+    from flows.config import pipeline_config_for_training
     from flows.pipeline import differ_study
     from flows.report import run_flow
-    from flows.stage_calls import pipeline_fields_from_training
     from flows.study import StudyConfig
 
-    pipeline = load_pipeline_config(
-        args.pipeline,
-        **pipeline_fields_from_training(args.config),
-        train_config=args.config,
-        train_overrides=list(args.overrides) or None,
-        workdir=str(args.workdir),
-        root=args.root,
+    pipeline = pipeline_config_for_training(
+        args.pipeline, args.config, list(args.overrides), workdir=str(args.workdir), root=args.root
     )
+    from flows.preflight import check_pipeline
+
+    check_pipeline(pipeline, source=args.config)  # every problem before the first run writes anything
     try:
         study = StudyConfig(
             name=args.name,

@@ -1,7 +1,8 @@
 """`differ train --config F [key=value ...] [--processes N] [--num-machines M --machine-rank R --main-process-ip IP]`.
 
 One process trains in this process; more go through ``accelerate launch`` (gloo on CPU, NCCL on GPUs). On several
-machines run the same command on each with its ``--machine-rank``.
+machines run the same command on each with its ``--machine-rank``. A run folder whose saved ``config.yaml`` differs
+from the requested config is refused, naming the keys, unless ``--resume-anyway`` (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 = main)")
     p.add_argument("--main-process-ip", default=None, help="address of the rank-0 machine")
     p.add_argument("--main-process-port", type=int, default=None, help="port of the rank-0 machine")
+    p.add_argument(
+        "--resume-anyway",
+        action="store_true",
+        help="continue a run whose saved config.yaml differs from this config (config.yaml is kept; the new "
+        "config is saved beside it as config.resumed-N.yaml)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,12 +47,18 @@ def run(args: argparse.Namespace) -> int:
     if total <= 1:
         from differ_core.training import train
 
-        run_dir = train(cfg)
+        run_dir = train(cfg, resume_anyway=args.resume_anyway)
     else:
-        from differ_core.training import run_dir_for
+        from differ_core.training import check_run_folder, run_dir_for
         from flows.launch import accelerate_command, run_streaming
 
         run_dir = run_dir_for(cfg)
+        problem = cfg.pretrained_problem(str(args.config))
+        if problem:
+            from differ_common.errors import ConfigError
+
+            raise ConfigError(problem)
+        check_run_folder(run_dir, cfg, args.resume_anyway)  # refuse before launching anything
         cfg_file = run_dir / "launch_config.yaml"
         write_text_atomic(cfg_file, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         cmd, env = accelerate_command(
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             machine_rank=args.machine_rank,
             main_process_ip=args.main_process_ip,
             main_process_port=args.main_process_port,
+            entry_args=("--resume-anyway",) if args.resume_anyway else (),
         )
         print("launching: " + " ".join(cmd), flush=True)
         run_streaming(cmd, env=env)
