@@ -29,12 +29,25 @@ class _Section(BaseModel):
 
 
 class AugmentationConfig(_Section):
-    """Training augmentation (the eval transform only normalises)."""
+    """Training augmentation (the eval transform only normalises); docs/fidelity.md lists the official values."""
 
     flip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
-    pad: int = Field(10, ge=0, description="pad size in pixels before the random crop")
-    crop: float = Field(1.0, ge=0, le=1, description="probability of pad + random crop")
+    crop: float = Field(1.0, ge=0, le=1, description="probability of the random crop")
+    crop_style: Literal["pad", "resize"] = Field(
+        "pad",
+        description="pad: zero-pad `pad` px, crop back; resize: enlarge x`crop_scale`, crop back (official)",
+    )
+    pad: int = Field(10, ge=0, description="crop_style=pad: pad size in pixels before the random crop")
+    crop_scale: float = Field(1.125, ge=1, description="crop_style=resize: enlargement before the crop")
     erasing: float = Field(0.5, ge=0, le=1, description="random erasing probability")
+    erasing_style: Literal["noise", "official"] = Field(
+        "noise",
+        description="noise: N(0,1) fill, log-uniform aspect, 10 tries; official: constant erasing_fill, "
+        "uniform aspect, 100 tries",
+    )
+    erasing_fill: tuple[float, float, float] = Field(
+        (0.4914, 0.4822, 0.4465), description="erasing_style=official: fill per channel (normalised space)"
+    )
 
 
 class DataConfig(_Section):
@@ -106,6 +119,14 @@ class ModelConfig(_Section):
     bio_head: bool = Field(False, description="ViT: last block + final norm as a separate biometric head")
     bnneck: bool = Field(False, description="BatchNorm neck before the ID classifier")
     drop_path: float = Field(0.1, ge=0, lt=1)
+    head_init: Literal["normal", "official"] = Field(
+        "normal", description="ID classifier: normal = N(0, 1e-3); official = trunc_normal(0.02) x 0.001"
+    )
+    final_norm: Literal["pretrained", "fresh", "official"] = Field(
+        "pretrained",
+        description="ViT final norm: keep model.pretrained's, reset to (1, 0), or official = fresh when both "
+        "text losses are used (their clipFc layout drops norm.*), else pretrained",
+    )
     grad_checkpointing: bool = False
     channels_last: bool = Field(True, description="CNNs on GPU: channels_last memory format")
 
@@ -127,6 +148,10 @@ class LossConfig(_Section):
     triplet_margin: float | None = Field(None, description="none = soft margin (softplus)")
     grl_alpha: float = Field(1.0, ge=0)
     grl_schedule: Literal["constant", "dann"] = Field("constant", description="dann: alpha*(2/(1+e^-10p)-1)")
+    nbdetach_index: Literal["perspective", "batch"] = Field(
+        "perspective",
+        description="batch = the official HEAD bug: sample k's projections vs perspective k's texts (ablation)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -157,16 +182,36 @@ class OptimConfig(_Section):
 
 
 class ScheduleConfig(_Section):
+    """LR schedule. ``timm_cosine`` is the official one: timm ``CosineLRScheduler`` stepped once per epoch
+    (warm-up from ``warmup_lr`` over ``warmup_epochs``, cosine over all ``epochs`` at the absolute epoch, floor
+    ``min_lr_factor`` x ``optim.lr``). ``step_cosine``: per-step warm-up from ``warmup_factor`` x each group's LR,
+    then a cosine restarted after the warm-up down to ``min_lr_factor`` x each group's LR (or flat)."""
+
+    name: Literal["step_cosine", "timm_cosine"] = "step_cosine"
     epochs: int = Field(60, ge=1)
     warmup_epochs: float = Field(20, ge=0)
-    warmup_factor: float = Field(0.01, gt=0, le=1, description="LR factor at the first step")
-    cosine: bool = True
+    warmup_factor: float = Field(0.01, gt=0, le=1, description="step_cosine: LR factor at the first step")
+    warmup_lr: float = Field(7.8125e-7, ge=0, description="timm_cosine: absolute LR the warm-up starts from")
+    cosine: bool = Field(True, description="step_cosine: false = flat after the warm-up")
     min_lr_factor: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _cosine_only_per_step(self) -> ScheduleConfig:
+        if self.name == "timm_cosine" and not self.cosine:
+            raise ValueError(
+                "schedule.cosine=false applies to name=step_cosine only; set schedule.cosine=true"
+            )
+        return self
 
 
 class SamplerConfig(_Section):
     P: int = Field(4, ge=1, description="identities per batch (per process)")
     K: int = Field(2, ge=1, description="images per identity")
+    style: Literal["distinct", "official"] = Field(
+        "distinct",
+        description="distinct: P different identities per batch; official: shuffled K-chunks dealt P per batch "
+        "(the official RandomIdentitySampler epoch)",
+    )
 
 
 class RunConfig(_Section):

@@ -1,8 +1,8 @@
 """Training data held in memory: images decoded once at the training size, text features in one tensor.
 
 docs/design.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) and text features (``[B, 1+K, D]``)
-by index from tensors built once at start, then augments the batch as tensors (flip, pad + random crop, random
-erasing) with a generator seeded from ``(seed, rank, step)``, so a resumed run draws exactly the same
+by index from tensors built once at start, then augments the batch as tensors (flip, random crop, random
+erasing: the SynthCC variants or the official ones, ``data.augmentation``) with a generator seeded from ``(seed, rank, step)``, so a resumed run draws exactly the same
 augmentation as an uninterrupted one. No per-item disk reads, no worker processes.
 
 Validation: ``run.val_ids`` of the train identities (drawn with ``run.seed``) are held out of training; their
@@ -65,6 +65,122 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return x.sub_(m).div_(s)
 
 
+def resize_crop(images: torch.Tensor, p: float, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """The official ``RandomCroping``: with probability ``p`` enlarge to ``round(scale * size)`` (bilinear) and crop
+    back at offsets ``round(uniform(0, extra))``; ``uint8 [B, 3, H, W]`` in and out.
+
+    The enlargement is torchvision's bilinear resize on uint8 tensors (the PIL-compatible kernel); the draw of the
+    offsets is the official one, which no library transform has.
+    """
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    B, _, H, W = images.shape
+    g = generator
+    do = torch.rand(B, generator=g) < p
+    nh, nw = int(round(H * scale)), int(round(W * scale))
+    oy = torch.round(torch.rand(B, generator=g, dtype=torch.float64) * (nh - H)).long()
+    ox = torch.round(torch.rand(B, generator=g, dtype=torch.float64) * (nw - W)).long()
+    if not bool(do.any()):
+        return images
+    out = images.clone()
+    sel = torch.nonzero(do).flatten()
+    big = TF.resize(
+        images[sel.to(images.device)], [nh, nw], interpolation=InterpolationMode.BILINEAR, antialias=True
+    )
+    for j, i in enumerate(sel.tolist()):
+        y, x = int(oy[i]), int(ox[i])
+        out[i] = big[j, :, y : y + H, x : x + W]
+    return out
+
+
+# the official RandomErasing defaults (data/img_transforms.py): area 2-40 %, aspect uniform in (0.3, 1/0.3), 100 tries
+ERASE_AREA = (0.02, 0.4)
+ERASE_R1 = 0.3
+ERASE_TRIES = 100
+
+
+def official_erasing_boxes(
+    area_u: torch.Tensor, aspect_u: torch.Tensor, H: int, W: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(h, w, ok)`` per image of the official erasing given its uniforms ``[B, tries]`` in [0, 1): try ``t`` has
+    area ``uniform(0.02, 0.4) * H * W`` and aspect ``uniform(0.3, 1 / 0.3)``, ``h = round(sqrt(area * aspect))``,
+    ``w = round(sqrt(area / aspect))``; the first try with ``h < H`` and ``w < W`` is taken (``ok`` False: none)."""
+    lo, hi = ERASE_AREA
+    area = (lo + (hi - lo) * area_u.double()) * (H * W)
+    aspect = ERASE_R1 + (1 / ERASE_R1 - ERASE_R1) * aspect_u.double()
+    h = torch.round(torch.sqrt(area * aspect)).long()
+    w = torch.round(torch.sqrt(area / aspect)).long()
+    fits = (h < H) & (w < W)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)
+    return h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1), fits.any(1)
+
+
+def official_erasing(
+    x: torch.Tensor, p: float, fill: tuple[float, ...], generator: torch.Generator
+) -> torch.Tensor:
+    """The official ``RandomErasing`` (Zhong et al.) on a normalised float batch, in place: with probability
+    ``p`` one rectangle (:func:`official_erasing_boxes`) at ``randint(0, H - h)``, ``randint(0, W - w)`` is set to
+    the constant ``fill`` per channel. torchvision's and timm's erasing draw the aspect log-uniformly with 10
+    tries, so this is written out."""
+    B, C, H, W = x.shape
+    g = generator
+    erase = torch.rand(B, generator=g) < p
+    area_u = torch.rand(B, ERASE_TRIES, generator=g, dtype=torch.float64)
+    aspect_u = torch.rand(B, ERASE_TRIES, generator=g, dtype=torch.float64)
+    h, w, ok = official_erasing_boxes(area_u, aspect_u, H, W)
+    top = (torch.rand(B, generator=g, dtype=torch.float64) * (H - h + 1).clamp_min(1)).long()
+    left = (torch.rand(B, generator=g, dtype=torch.float64) * (W - w + 1).clamp_min(1)).long()
+    value = torch.tensor(fill, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    for i in torch.nonzero(erase & ok).flatten().tolist():
+        hi, wi, yi, xi = int(h[i]), int(w[i]), int(top[i]), int(left[i])
+        x[i, :, yi : yi + hi, xi : xi + wi] = value[:C]
+    return x
+
+
+def _noise_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing with N(0, 1) noise (timm's ``mode='pixel'``): area 2-40 %, aspect log-uniform in 0.3-3.3,
+    the first of 10 draws that fits."""
+    B, C, H, W = x.shape
+    g, dev = generator, x.device
+    tries = 10
+    erase = torch.rand(B, generator=g) < p
+    area = H * W * torch.empty(B, tries).uniform_(0.02, 0.4, generator=g)
+    ratio = torch.exp(torch.empty(B, tries).uniform_(float(np.log(0.3)), float(np.log(1 / 0.3)), generator=g))
+    h = torch.sqrt(area * ratio).round().long()
+    w = torch.sqrt(area / ratio).round().long()
+    fits = (h > 0) & (h < H) & (w > 0) & (w < W)
+    first = fits.float().argmax(1)  # the first draw that fits
+    ok = erase & fits.any(1)
+    h = h.gather(1, first[:, None]).squeeze(1)
+    w = w.gather(1, first[:, None]).squeeze(1)
+    y0 = (torch.rand(B, generator=g) * (H - h + 1).clamp_min(1)).long()
+    x0 = (torch.rand(B, generator=g) * (W - w + 1).clamp_min(1)).long()
+    for i in torch.nonzero(ok).flatten().tolist():
+        hi, wi, yi, xi = int(h[i]), int(w[i]), int(y0[i]), int(x0[i])
+        x[i, :, yi : yi + hi, xi : xi + wi] = torch.randn((C, hi, wi), generator=g).to(dev, x.dtype)
+    return x
+
+
+def _flip(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    B = x.shape[0]
+    flip = (torch.rand(B, generator=generator) < p).to(x.device)
+    return torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
+
+
+def _pad_crop(x: torch.Tensor, pad: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    B, _, H, W = x.shape
+    g = generator
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    do = torch.rand(B, generator=g) < p
+    oy = torch.where(do, torch.randint(0, 2 * pad + 1, (B,), generator=g), pad)
+    ox = torch.where(do, torch.randint(0, 2 * pad + 1, (B,), generator=g), pad)
+    out = torch.empty_like(x)
+    for i, (y, z) in enumerate(zip(oy.tolist(), ox.tolist(), strict=True)):
+        out[i] = padded[i, :, y : y + H, z : z + W]
+    return out
+
+
 def augment(
     images: torch.Tensor,
     aug: AugmentationConfig,
@@ -72,48 +188,31 @@ def augment(
     std: tuple[float, ...],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Training transform of a ``uint8 [B, 3, H, W]`` batch: flip, zero pad + random crop, normalise, erasing.
+    """Training transform of a ``uint8 [B, 3, H, W]`` batch, then normalised.
 
-    Random erasing (Zhong et al.) fills a rectangle of 2–40 % of the area, aspect 0.3–3.3 (the first of 10 draws
-    that fits), with N(0, 1) noise in normalised space (timm's ``mode='pixel'``). Draws are batched; every
-    draw comes from ``generator`` (a CPU generator), so the result is a function of the generator's seed.
+    ``crop_style=pad``: flip, zero pad + random crop, normalise, erasing. ``crop_style=resize`` (the official
+    order): :func:`resize_crop`, flip, normalise, erasing. Erasing is :func:`official_erasing` or the N(0, 1)
+    noise variant (``erasing_style``). Draws are batched; every draw comes from ``generator`` (a CPU generator),
+    so the result is a function of the generator's seed.
     """
-    B, C, H, W = images.shape
-    g, dev = generator, images.device
+    g = generator
     x = images
-    if aug.flip > 0:
-        flip = (torch.rand(B, generator=g) < aug.flip).to(dev)
-        x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
-    if aug.pad > 0 and aug.crop > 0:
-        p = aug.pad
-        padded = torch.nn.functional.pad(x, (p, p, p, p))
-        do = torch.rand(B, generator=g) < aug.crop
-        oy = torch.where(do, torch.randint(0, 2 * p + 1, (B,), generator=g), p)
-        ox = torch.where(do, torch.randint(0, 2 * p + 1, (B,), generator=g), p)
-        out = torch.empty_like(x)
-        for i, (y, z) in enumerate(zip(oy.tolist(), ox.tolist(), strict=True)):
-            out[i] = padded[i, :, y : y + H, z : z + W]
-        x = out
+    if aug.crop_style == "resize":
+        if aug.crop > 0:
+            x = resize_crop(x, aug.crop, aug.crop_scale, g)
+        if aug.flip > 0:
+            x = _flip(x, aug.flip, g)
+    else:
+        if aug.flip > 0:
+            x = _flip(x, aug.flip, g)
+        if aug.pad > 0 and aug.crop > 0:
+            x = _pad_crop(x, aug.pad, aug.crop, g)
     x = normalize(x, mean, std)
     if aug.erasing > 0:
-        tries = 10
-        erase = torch.rand(B, generator=g) < aug.erasing
-        area = H * W * torch.empty(B, tries).uniform_(0.02, 0.4, generator=g)
-        ratio = torch.exp(
-            torch.empty(B, tries).uniform_(float(np.log(0.3)), float(np.log(1 / 0.3)), generator=g)
-        )
-        h = torch.sqrt(area * ratio).round().long()
-        w = torch.sqrt(area / ratio).round().long()
-        fits = (h > 0) & (h < H) & (w > 0) & (w < W)
-        first = fits.float().argmax(1)  # the first draw that fits
-        ok = erase & fits.any(1)
-        h = h.gather(1, first[:, None]).squeeze(1)
-        w = w.gather(1, first[:, None]).squeeze(1)
-        y0 = (torch.rand(B, generator=g) * (H - h + 1).clamp_min(1)).long()
-        x0 = (torch.rand(B, generator=g) * (W - w + 1).clamp_min(1)).long()
-        for i in torch.nonzero(ok).flatten().tolist():
-            hi, wi, yi, xi = int(h[i]), int(w[i]), int(y0[i]), int(x0[i])
-            x[i, :, yi : yi + hi, xi : xi + wi] = torch.randn((C, hi, wi), generator=g).to(dev, x.dtype)
+        if aug.erasing_style == "official":
+            x = official_erasing(x, aug.erasing, aug.erasing_fill, g)
+        else:
+            x = _noise_erasing(x, aug.erasing, g)
     return x
 
 

@@ -6,8 +6,8 @@
 
 Images are resized to the checkpoint's ``img_size`` (H, W), scaled to [0, 1] and normalised with its mean/std
 (the evaluation transform of training). ``flip=True`` adds the features of the horizontally flipped image
-(flip test-time augmentation; the sum is L2-normalised by the distance anyway). On GPU the forward pass runs
-under autocast (bf16 where supported, else fp16); features are returned as float32.
+(flip test-time augmentation; the sum is L2-normalised by the distance anyway). The forward pass runs in fp32 on
+every device (no autocast, as the official evaluation); features are returned as float32.
 """
 
 from __future__ import annotations
@@ -98,8 +98,6 @@ def extract_with_model(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="img", leave=False)
-    amp = dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     out: list[np.ndarray] = []
     load = lambda p: load_image(p, size, mean, std)  # noqa: E731
     with ThreadPoolExecutor(max(1, int(num_threads))) as pool, torch.inference_mode():
@@ -111,10 +109,9 @@ def extract_with_model(
                 nxt = pool.map(load, [paths[i] for i in batches[bi + 1]])
             imgs = imgs.to(dev, non_blocking=True)
             cams = None if camids is None else torch.tensor(camids[idx.start : idx.stop], device=dev)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-                f = model(imgs, cams)
-                if flip:
-                    f = f + model(torch.flip(imgs, dims=[3]), cams)
+            f = model(imgs, cams)  # fp32
+            if flip:
+                f = f + model(torch.flip(imgs, dims=[3]), cams)
             out.append(f.float().cpu().numpy())
             if bar is not None:
                 bar.update(len(idx))

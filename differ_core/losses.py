@@ -8,7 +8,8 @@ row whose text feature equals the positive's is a positive too: the loss is ``-l
 positives (plain cross-entropy when the batch's texts are distinct).
 
 NBDetach indexes the *perspective* dimension (``nb_proj[:, k]`` against ``text[:, 1 + k]``), not the batch (the
-official code's bug); its gradient reversal lives in the model (:class:`differ_core.model.NBDetachHead`).
+official code's bug, reproduced by ``losses.nbdetach_index: batch`` for comparisons with the released checkpoints);
+its gradient reversal lives in the model (:class:`differ_core.model.NBDetachHead`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,31 @@ def nbdetach_losses(
     ]
 
 
+def nbdetach_losses_official_head(
+    nb_proj: torch.Tensor, texts: torch.Tensor, logit_scale: float | torch.Tensor = 1.0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The official HEAD's reversed loss (``loss/make_loss.py``, ``clipBioReverse``), bug included, for comparisons.
+
+    For ``k`` in ``0..K-1`` it takes *sample* ``k``'s K projections ``nb_proj[k]`` [K, D] (the batch index where
+    the perspective was meant), scores them against every row's text of perspective ``k`` and applies plain
+    cross-entropy with labels ``0..K-1``: projection ``j`` of sample ``k`` should match sample ``j``'s text.
+    """
+    n_persp = nb_proj.shape[1]
+    if n_persp + 1 != texts.shape[1]:
+        raise ValueError(f"nb_proj has {n_persp} perspectives but texts has {texts.shape[1]} slots (1 + K)")
+    if nb_proj.shape[0] < n_persp:
+        raise ValueError(
+            f"losses.nbdetach_index=batch needs a batch of at least {n_persp} images (one per perspective)"
+        )
+    out = []
+    for k in range(n_persp):
+        logits = F.normalize(nb_proj[k].float(), dim=1) @ F.normalize(texts[:, 1 + k].float(), dim=1).t()
+        logits = logits * logit_scale
+        labels = torch.arange(n_persp, device=logits.device)
+        out.append((F.cross_entropy(logits, labels), (logits.argmax(1) == labels).float().mean().detach()))
+    return out
+
+
 class DifferLoss:
     """The weighted sum of the configured losses; returns ``(total, terms)`` with every term and accuracy."""
 
@@ -100,6 +126,7 @@ class DifferLoss:
         self.cfg = cfg
         self.use = set(cfg.use)
         self.nonbio = list(nonbio)
+        self.nbdetach = nbdetach_losses_official_head if cfg.nbdetach_index == "batch" else nbdetach_losses
 
     def __call__(
         self,
@@ -132,7 +159,7 @@ class DifferLoss:
                 raise ValueError("the nbdetach loss needs the batch's text features")
             nb_total = total.new_zeros(())
             for name, (loss, acc) in zip(
-                self.nonbio, nbdetach_losses(out["nb_proj"], texts, scale), strict=True
+                self.nonbio, self.nbdetach(out["nb_proj"], texts, scale), strict=True
             ):
                 terms[f"loss_nb_{name}"], terms[f"acc_nb_{name}"] = loss, acc
                 nb_total = nb_total + loss

@@ -184,6 +184,42 @@ class NBDetachHead(nn.Module):
         return self.proj(self.grl(f))
 
 
+OFFICIAL_HEAD_STD = 0.02  # timm Eva head: trunc_normal_(std=.02) ...
+OFFICIAL_HEAD_INIT_SCALE = 0.001  # ... times head_init_scale (eva_meta_bio.py, Eva.__init__)
+
+
+def init_classifier(classifier: nn.Linear, head_init: str) -> None:
+    """``normal``: N(0, 1e-3); ``official``: trunc_normal(std 0.02) x 0.001 as the official Eva head. Bias 0."""
+    with torch.no_grad():
+        if head_init == "official":
+            nn.init.trunc_normal_(classifier.weight, std=OFFICIAL_HEAD_STD)
+            classifier.weight.mul_(OFFICIAL_HEAD_INIT_SCALE)
+        else:
+            nn.init.normal_(classifier.weight, std=0.001)
+        if classifier.bias is not None:
+            nn.init.zeros_(classifier.bias)
+
+
+def fresh_final_norm(cfg: TrainConfig) -> bool:
+    """Whether ``model.final_norm`` resets the backbone's final norm after ``model.pretrained`` is loaded.
+
+    ``official``: their ``clipFc`` layout (both text losses, ``train.py``) deletes ``norm`` and builds a new
+    ``norm_bio``, so the pretrained ``norm.*`` is dropped; their baseline (``transformer``) keeps it."""
+    mode = cfg.model.final_norm
+    if mode == "official":
+        return {"bio", "nbdetach"} <= set(cfg.losses.use)
+    return mode == "fresh"
+
+
+def reset_final_norm(backbone: nn.Module) -> bool:
+    """Reset the ViT/Eva final ``norm`` to weight 1, bias 0; False when the backbone has no such norm."""
+    norm = getattr(backbone, "norm", None)
+    if norm is None or not hasattr(norm, "reset_parameters") or isinstance(norm, nn.Identity):
+        return False
+    norm.reset_parameters()
+    return True
+
+
 class DifferModel(nn.Module):
     """Backbone + camera embedding + heads. Train mode returns a dict, eval mode the identity feature."""
 
@@ -202,6 +238,7 @@ class DifferModel(nn.Module):
         grl_alpha: float = 1.0,
         grad_checkpointing: bool = False,
         learnable_scale: float | None = None,
+        head_init: str = "normal",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -237,9 +274,7 @@ class DifferModel(nn.Module):
             nn.Linear(self.feat_dim, self.num_classes, bias=not bnneck) if num_classes > 0 else None
         )
         if self.classifier is not None:
-            nn.init.normal_(self.classifier.weight, std=0.001)
-            if self.classifier.bias is not None:
-                nn.init.zeros_(self.classifier.bias)
+            init_classifier(self.classifier, head_init)
         need_text = use_bio or (use_nbdetach and num_nonbio > 0)
         if need_text and not text_dim:
             raise ConfigError("the bio/nbdetach losses need text features: text_dim must be given")
@@ -345,6 +380,8 @@ def build_model(
     backbone = create_backbone(mcfg, cfg.data.img_size)
     if mcfg.weights_file and load_pretrained:
         load_backbone_weights(backbone, mcfg.weights_file)
+    if fresh_final_norm(cfg) and backbone_kind(backbone) != "generic":
+        reset_final_norm(backbone)
     use = set(cfg.losses.use)
     model = DifferModel(
         backbone,
@@ -360,6 +397,7 @@ def build_model(
         grl_alpha=cfg.losses.grl_alpha,
         grad_checkpointing=mcfg.grad_checkpointing,
         learnable_scale=cfg.losses.logit_scale if cfg.losses.learnable_scale else None,
+        head_init=mcfg.head_init,
     )
     return model
 

@@ -1,4 +1,4 @@
-"""Optimizer with the paper's per-parameter LR / weight decay, and the per-step warm-up + cosine schedule.
+"""Optimizer with the paper's per-parameter LR / weight decay, and the two LR schedules of ``schedule.name``.
 
 As in TransReID and the official DIFFER code: every parameter gets ``optim.lr`` and ``optim.weight_decay``,
 except biases, which get ``lr × bias_lr_factor`` (2) and ``weight_decay_bias`` (default: the same decay).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +64,30 @@ def lr_factor_fn(cfg: ScheduleConfig, steps_per_epoch: int) -> Callable[[int], f
     return factor
 
 
+def build_timm_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_lr: float) -> Any:
+    """The official schedule (``solver/scheduler_factory.py`` of the authors' code): timm ``CosineLRScheduler``
+    over ``epochs`` with ``lr_min = min_lr_factor * base_lr`` and warm-up from ``warmup_lr``, in epochs. Call
+    ``.step(epoch + 1)`` at the start of 0-based ``epoch`` (their loop runs epochs 1..N and steps first)."""
+    from timm.scheduler import CosineLRScheduler
+
+    return CosineLRScheduler(
+        optimizer, t_initial=cfg.epochs, lr_min=cfg.min_lr_factor * base_lr, cycle_mul=1.0, cycle_decay=0.1,
+        warmup_lr_init=cfg.warmup_lr, warmup_t=cfg.warmup_epochs, cycle_limit=1, t_in_epochs=True,
+    )  # fmt: skip
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR (call ``.step()`` after every optimizer step)."""
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, base_lr: float | None = None
+) -> Any:
+    """``step_cosine``: a per-step LambdaLR (``.step()`` after every optimizer step); ``timm_cosine``: see
+    :func:`build_timm_scheduler` (``base_lr`` = ``optim.lr`` is then required)."""
+    if cfg.name == "timm_cosine":
+        if base_lr is None:
+            raise ValueError("schedule.name=timm_cosine needs base_lr (optim.lr) for lr_min")
+        return build_timm_scheduler(optimizer, cfg, base_lr)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(cfg, steps_per_epoch))
+
+
+def is_epoch_scheduler(scheduler: Any) -> bool:
+    """True for the timm scheduler (stepped per epoch with the epoch number), False for the per-step LambdaLR."""
+    return not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)

@@ -11,11 +11,20 @@ Per epoch (all ranks compute the same global plan from ``(seed, epoch)``, so no 
    steps (how identities run out is random: a rank whose share of an epoch is a batch short repeats its own
    first batch, never another rank's).
 
-The official code's sampler repeated the same order every epoch; here the epoch is part of the seed.
+``style="official"`` is the epoch of the official ``DistributedRandomIdentitySampler`` (``data/samplers.py``):
+every identity's shuffled images are cut into K-chunks (fewer than K: K drawn with replacement; a partial chunk
+dropped), all chunks are shuffled together, the list is cut to ``num_samples`` chunks per rank
+(``ceil((C - R) / R)`` when ``R`` does not divide the ``C`` chunks, else ``C / R``) and dealt round-robin to the
+ranks, and each rank's data loader takes P consecutive chunks per batch, dropping the last partial batch. So an
+identity can fill two chunks of one batch, every chunk is used, and every epoch has ``num_samples // P`` steps.
+
+The official code's sampler repeated the same order every epoch (``set_epoch`` is never called); in both styles
+here the epoch is part of the seed.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,6 +43,7 @@ class IdentityBatchSampler:
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        style: str = "distinct",
     ) -> None:
         if P < 1 or K < 1:
             raise ValueError(f"P and K must be >= 1 (got P={P}, K={K})")
@@ -41,6 +51,9 @@ class IdentityBatchSampler:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.P, self.K, self.seed = int(P), int(K), int(seed)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
+        if style not in ("distinct", "official"):
+            raise ValueError(f"sampler style {style!r}: expected 'distinct' or 'official'")
+        self.style = style
         groups: dict[int, list[int]] = defaultdict(list)
         for i, pid in enumerate(pids):
             groups[int(pid)].append(i)
@@ -52,7 +65,10 @@ class IdentityBatchSampler:
         self.epoch = 0
         self.start_batch = 0  # batches of the current epoch already consumed (resume)
         # steps per epoch are fixed to epoch 0's count (see the module docstring)
-        self._len = len(self._global_batches(0)) // self.num_replicas
+        if style == "official":
+            self._len = self._official_chunks_per_rank() // self.P
+        else:
+            self._len = len(self._global_batches(0)) // self.num_replicas
 
     # ---- plan
     def _global_batches(self, epoch: int) -> list[np.ndarray]:
@@ -74,7 +90,33 @@ class IdentityBatchSampler:
             available = [pid for pid in available if chunks[pid]]
         return batches
 
+    def _chunks(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """Every identity's images shuffled and cut into K-chunks (padded with replacement when fewer than K)."""
+        chunks: list[np.ndarray] = []
+        for idx in self.groups.values():
+            if len(idx) < self.K:
+                idx = rng.choice(idx, self.K, replace=True)
+            idx = rng.permutation(idx)
+            chunks += [idx[j * self.K : (j + 1) * self.K] for j in range(len(idx) // self.K)]
+        return chunks
+
+    def _official_chunks_per_rank(self) -> int:
+        """``num_samples // K`` of the official sampler: the chunks each rank gets per epoch."""
+        n = sum(max(len(idx), self.K) // self.K for idx in self.groups.values())
+        r = self.num_replicas
+        return math.ceil((n - r) / r) if n % r else n // r
+
+    def _official_plan(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, 0x0FF])
+        chunks = self._chunks(rng)
+        order = rng.permutation(len(chunks))
+        per_rank = self._official_chunks_per_rank()
+        mine = [chunks[i] for i in order[: per_rank * self.num_replicas]][self.rank :: self.num_replicas]
+        return [np.concatenate(mine[b * self.P : (b + 1) * self.P]) for b in range(self._len)]
+
     def _plan(self, epoch: int) -> list[np.ndarray]:
+        if self.style == "official":
+            return self._official_plan(epoch)
         mine = self._global_batches(epoch)[self.rank :: self.num_replicas]
         if mine and len(mine) < self._len:
             mine = [mine[i % len(mine)] for i in range(self._len)]
@@ -106,6 +148,7 @@ class IdentityBatchSampler:
             "P": self.P,
             "K": self.K,
             "num_replicas": self.num_replicas,
+            "style": self.style,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -157,9 +157,9 @@ def extract(
     std: tuple[float, ...],
     device: torch.device,
     batch_size: int,
-    autocast: Any,
 ) -> torch.Tensor:
-    """Identity features of ``uint8`` images, in eval mode, float32 on the CPU."""
+    """Identity features of ``uint8`` images, in eval mode, computed in fp32 (no autocast, as the official
+    evaluation), float32 on the CPU."""
     from differ_core.data import normalize
 
     was = model.training
@@ -167,15 +167,14 @@ def extract(
     out = []
     for s in range(0, len(images), batch_size):
         x = normalize(images[s : s + batch_size].to(device), mean, std)
-        with autocast():
-            f = model(x, camids[s : s + batch_size].to(device))
+        f = model(x, camids[s : s + batch_size].to(device))  # fp32, as the official evaluation
         out.append(f.float().cpu())
     model.train(was)
     return torch.cat(out)
 
 
 def validate(
-    model: torch.nn.Module, val: dict[str, Any], cfg: TrainConfig, mean: Any, std: Any, device: Any, autocast: Any,
+    model: torch.nn.Module, val: dict[str, Any], cfg: TrainConfig, mean: Any, std: Any, device: Any,
     ignore_camera: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """Rank the held-out identities (query vs gallery) under ``run.select_protocol``; ``general`` is the fallback
@@ -183,7 +182,7 @@ def validate(
     from differ_core.evaluation.metrics import FeatureDistance, evaluate_ranking
 
     feats = extract(model, val["images"], torch.tensor(val["camids"]), mean, std, device,
-                    cfg.run.eval_batch_size, autocast)  # fmt: skip
+                    cfg.run.eval_batch_size)  # fmt: skip
     q = val["is_query"]
     g = ~q
     dist = FeatureDistance(feats[torch.as_tensor(q)], feats[torch.as_tensor(g)], normalize=True)
@@ -278,7 +277,7 @@ class Trainer:
         from differ_core.data import prepare_data
         from differ_core.losses import DifferLoss
         from differ_core.model import build_model, model_mean_std
-        from differ_core.optim import build_optimizer, build_scheduler
+        from differ_core.optim import build_optimizer, build_scheduler, is_epoch_scheduler
         from differ_core.sampler import IdentityBatchSampler
 
         cfg = self.cfg
@@ -321,8 +320,9 @@ class Trainer:
         self.model = model
         try:
             self.sampler = IdentityBatchSampler(
-                data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, self.world, self.rank
-            )
+                data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, self.world, self.rank,
+                style=cfg.sampler.style,
+            )  # fmt: skip
         except ValueError as exc:
             raise DifferError(f"{cfg.data.dataset}: {exc}; lower sampler.P or run.val_ids") from None
         self.spe = len(self.sampler)
@@ -333,7 +333,8 @@ class Trainer:
             )
         self.total_steps = cfg.schedule.epochs * self.spe
         self.optimizer = build_optimizer(model, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.spe)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, self.spe, cfg.optim.lr)
+        self.epoch_scheduler = is_epoch_scheduler(self.scheduler)
         self.criterion = DifferLoss(cfg.losses, cfg.text.non_bio)
         self.ignore_camera = int(np.unique(data.camids.numpy()).size) <= 1
         if self.main:  # written once, when the set-up has succeeded, and never rewritten
@@ -502,6 +503,8 @@ class Trainer:
         """The epoch's batches from the current step on; sets ``stopped`` at ``run.stop_after_steps``."""
         cfg = self.cfg
         self.sampler.set_epoch(epoch, self.step - epoch * self.spe)
+        if self.epoch_scheduler:
+            self.scheduler.step(epoch + 1)  # timm, t_in_epochs: the official loop steps epoch 1..N first
         self.model.train()
         for idx in self.sampler:
             alpha, terms, out = self.train_step(epoch, idx)
@@ -553,7 +556,8 @@ class Trainer:
         if cfg.optim.clip_grad:
             accel.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
         self.optimizer.step()
-        self.scheduler.step()
+        if not self.epoch_scheduler:
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return alpha, terms, out
 
@@ -606,8 +610,9 @@ class Trainer:
 
     def validate_epoch(self, epoch_done: int) -> bool:
         """Validate (main process), log ``val_log.csv`` and ``val/*``; True when the score beats the best."""
-        metrics = validate(self.raw, self.data.val, self.cfg, self.mean, self.std, self.device, self.accel.autocast,
-                           self.ignore_camera)  # fmt: skip
+        metrics = validate(
+            self.raw, self.data.val, self.cfg, self.mean, self.std, self.device, self.ignore_camera
+        )
         metrics["epoch"] = epoch_done
         self.metrics = metrics
         score = metrics["mAP"] if math.isfinite(metrics["mAP"]) else -math.inf

@@ -143,6 +143,22 @@ BUGS: tuple[Bug, ...] = (
         ("tests/training/test_sampler.py",),
     ),
     Bug(
+        "lr-schedule-warmup-prefix",
+        "the official timm cosine restarts after the warm-up (warmup_prefix) instead of running at the absolute epoch",
+        "differ_core/optim.py",
+        "cycle_limit=1, t_in_epochs=True,",
+        "cycle_limit=1, t_in_epochs=True, warmup_prefix=True,",
+        ("tests/training/test_recipe.py",),
+    ),
+    Bug(
+        "official-erasing-log-uniform-aspect",
+        "the official random erasing draws its aspect log-uniformly (torchvision/timm) instead of uniformly",
+        "differ_core/data.py",
+        "aspect = ERASE_R1 + (1 / ERASE_R1 - ERASE_R1) * aspect_u.double()",
+        "aspect = torch.exp(np.log(ERASE_R1) + (np.log(1 / ERASE_R1) - np.log(ERASE_R1)) * aspect_u.double())",
+        ("tests/training/test_recipe.py",),
+    ),
+    Bug(
         "caption-row-written-twice",
         "the caption writer writes the first row of every batch twice",
         "captions/writer.py",
