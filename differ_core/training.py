@@ -219,6 +219,7 @@ class Trainer:
         from differ_core.losses import DifferLoss
         from differ_core.model import build_model, model_mean_std
         from differ_core.optim import build_optimizer, build_scheduler
+        from differ_core.reproducibility import record_training
         from differ_core.sampler import IdentityBatchSampler
 
         cfg = self.cfg
@@ -245,6 +246,9 @@ class Trainer:
                  f"amp {accel.mixed_precision}")  # fmt: skip
 
         self.data = data = prepare_data(cfg, workdir, self.say)
+        if self.main:  # the reproducibility record's training part (docs/design.md §5)
+            record_training(self.layout, cfg, workdir, world=self.world, mixed_precision=accel.mixed_precision,
+                            device=self.device, data=data)  # fmt: skip
         torch.manual_seed(cfg.run.seed)
         model = build_model(cfg, data.num_classes, data.num_cameras, data.text_dim)
         self.mean, self.std = model_mean_std(cfg, model)
