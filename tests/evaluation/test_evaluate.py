@@ -192,7 +192,12 @@ def test_single_shot_with_one_gallery_image_per_identity_equals_multi_shot(tiny_
     assert [ref[p]["num_valid_query"] for p in MODES] == [12, 6, 6]
     for mode in MODES:
         _assert_metrics(m["protocols"][mode], ref[mode])
-        _assert_metrics(m["protocols"][f"{mode}_single_shot"], ref[mode])
+        single = dict(m["protocols"][f"{mode}_single_shot"])
+        assert single.pop("trials") == 10  # every draw is the same gallery here: no spread
+        assert [single.pop(f"{k}_std") for k in ("rank1", "rank5", "rank10", "mAP")] == pytest.approx(
+            [0.0] * 4
+        )
+        _assert_metrics(single, ref[mode])
     trials = pd.read_parquet(out / "metrics.parquet").set_index("protocol")["single_shot_trials"]
     assert trials["general_single_shot"] == 10 and trials["general"] == 0
 
