@@ -228,11 +228,34 @@ def test_cli_table_and_compare(tiny_work, capsys):
     rc = main(["--workdir", str(tiny_work), "evaluate", "--run", "r1", "--plots", "1", "--compare", "r2"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "Rank-1" in out and "clothes_changing" in out and "mAP" in out and "vs r2" in out
+    assert "Rank-1" in out and "clothes_changing" in out and "mAP" in out and "A = r2, B = r1" in out
     m = json.loads((tiny_work / "runs" / "r1" / "metrics.json").read_text())
     assert f"{100 * m['protocols']['general']['mAP']:.1f}" in out
     assert (tiny_work / "runs" / "r1" / "plots" / "compare_clothes_changing.png").exists()
     assert not (tiny_work / "runs" / "r2" / "metrics.json").exists()  # --compare does not write into RUN2
+
+
+def test_compare_shows_both_runs_and_every_protocol_variant_side_by_side(tiny_work, tmp_path, capsys):
+    from differ_core.evaluation.runner import evaluate_run
+    from flows.cli import main
+
+    run = tmp_path / "r1"
+    shutil.copytree(tiny_work / "runs" / "r1", run)
+    common = ["--single-shot", "--compare", str(tiny_work / "runs" / "r2")]
+    assert main(["--workdir", str(tiny_work), "evaluate", "--run", str(run), *common]) == 0
+    out = capsys.readouterr().out
+    a = evaluate_run(tiny_work / "runs" / "r2", single_shot=True, write=False, progress=False)["protocols"]
+    b = json.loads((run / "metrics.json").read_text())["protocols"]
+    for name in ("general", "general_single_shot"):
+        line = next(x for x in out.splitlines() if x.strip("│ ").startswith(name + " ") and "Δ" not in x and
+                    x.count("│") > 8)  # fmt: skip
+        va, vb = a[name], b[name]
+        std = (lambda v: f" ± {100 * v['mAP_std']:.1f}") if name.endswith("single_shot") else (lambda v: "")
+        want = [f"{100 * va['mAP']:.1f}{std(va)}", f"{100 * vb['mAP']:.1f}{std(vb)}",
+                f"{100 * (vb['mAP'] - va['mAP']):+.1f}"]  # fmt: skip
+        cells = [c.strip() for c in line.split("│")]
+        assert cells[-4:-1] == want, line
+        assert ("single-shot ×10" if name.endswith("single_shot") else "multi-shot") in line
     assert main(["--workdir", str(tiny_work), "evaluate", "--checkpoint", "x.pt"]) == 2
     assert "needs --dataset" in capsys.readouterr().err
     assert main(["--workdir", str(tiny_work), "evaluate"]) == 2
