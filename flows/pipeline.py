@@ -87,7 +87,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     summarize_step(ctx)
     encode_step(ctx)
     train_step(ctx)
-    record_pipeline(ctx.run_dir or "", cfg, ctx.workdir)  # the run's reproduce.json names this config
+    record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # the run's reproduce.json names this config
     if cfg.evaluate:
         evaluate_step(ctx)
     return _finish(ctx, f"differ-pipeline {cfg.dataset}")

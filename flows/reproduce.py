@@ -26,9 +26,12 @@ from flows.config import PipelineConfig
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP")
 
 
-def record_pipeline(run_dir: str | Path, cfg: PipelineConfig, workdir: str) -> None:
-    """Add the pipeline config (and the text of its prompts file) to the run's record."""
+def record_pipeline(run_dir: str | Path | None, cfg: PipelineConfig, workdir: str) -> None:
+    """Add the pipeline config (and the text of its prompts file) to the run's record (no run: nothing)."""
     from captions.prompts import DEFAULT_PROMPTS
+
+    if not run_dir:
+        return
 
     prompts = Path(cfg.prompts) if cfg.prompts else DEFAULT_PROMPTS
     update_record(run_dir, pipeline={
