@@ -291,3 +291,35 @@ def test_onnx_export_matches_torch(tiny_work, tmp_path, lambda_cam):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["img_size"]) == list(info["img_size"])
+
+
+def test_an_evaluation_outside_its_run_records_its_command_checkpoint_and_protocol_variants(tiny_work, tmp_path,
+                                                                                             capsys):  # fmt: skip
+    import os
+
+    import torch
+
+    from differ_core.reproducibility import record_sha256, weights_sha256
+    from flows.cli import main
+
+    ckpt = tiny_work / "runs" / "r2" / "checkpoints" / "last.pt"
+    out = tmp_path / "ev"
+    argv = ["--workdir", str(tiny_work), "evaluate", "--checkpoint", str(ckpt), "--dataset", "synthcc",
+            "--out", str(out), "--single-shot", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert "DIFFER_COMMAND" not in os.environ  # handed down for the command only
+    record = json.loads((out / "reproduce.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reproduce"] == record
+    assert set(pd.read_parquet(out / "metrics.parquet")["reproduce_sha256"]) == {record_sha256(record)}
+    ev = record["evaluation"]
+    assert ev["command"] == ["differ", *argv]
+    assert ev["checkpoint"]["weights_sha256"] == weights_sha256(torch.load(ckpt, weights_only=True)["model"])
+    assert ev["checkpoint"]["weights_sha256"] != weights_sha256(
+        torch.load(tiny_work / "runs" / "r1" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    )  # other weights, another hash
+    single = {p["name"]: p for p in ev["protocols"]}["clothes_changing_single_shot"]
+    assert single["single_shot_trials"] == 10 and single["seed"] == 3 and single["mode"] == "clothes_changing"
+    assert {p["name"]: p for p in ev["protocols"]}["general"]["variant"] == "multi-shot"
+    assert ev["environment"]["versions"]["numpy"] == np.__version__ and ev["single_shot"] is True
