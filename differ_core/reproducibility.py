@@ -215,9 +215,14 @@ def update_record(folder: str | os.PathLike, **parts: Any) -> dict[str, Any]:
 def record_training(layout: Any, cfg: Any, workdir: Path, *, world: int, mixed_precision: str, device: Any,
                     data: Any) -> dict[str, Any]:  # fmt: skip
     """Write the training part of the run's record (called by the trainer's main process at start)."""
-    c = cfg.model_dump(mode="json")
     from data_manifests.schema import load_manifest
 
+    c = cfg.model_dump(mode="json")
+    ds, text = cfg.data.dataset, cfg.text
+    captions = (
+        captions_record(workdir, ds, list(text.perspectives), text.bio_source) if cfg.needs_text else None
+    )
+    features = features_record(workdir, ds, text.encoder, data.texts) if cfg.needs_text else None
     part = {
         "written_at": now(),
         "command": command(),
@@ -228,15 +233,9 @@ def record_training(layout: Any, cfg: Any, workdir: Path, *, world: int, mixed_p
         "mixed_precision": str(mixed_precision),
         "seeds": seeds(c),
         "inputs": {
-            "manifest": manifest_record(load_manifest(workdir, cfg.data.dataset)),
-            "captions": captions_record(
-                workdir, cfg.data.dataset, list(cfg.text.perspectives), cfg.text.bio_source
-            )
-            if cfg.needs_text
-            else None,  # fmt: skip
-            "features": features_record(workdir, cfg.data.dataset, cfg.text.encoder, data.texts)
-            if cfg.needs_text
-            else None,
+            "manifest": manifest_record(load_manifest(workdir, ds)),
+            "captions": captions,
+            "features": features,
             "pretrained": pretrained_record(cfg.model.pretrained),
         },
     }
@@ -273,7 +272,7 @@ def record_evaluation(
             "selection": metrics["selection"],
             "epoch": metrics["epoch"],
             "weights_sha256": weights_sha256(state),
-        },  # fmt: skip
+        },
         "manifest": manifest_record(manifest),
         "protocols": protocol_record(protocols, metrics["seed"]),
         "seed": metrics["seed"],
