@@ -278,6 +278,7 @@ class Trainer:
         from differ_core.losses import DifferLoss
         from differ_core.model import build_model, model_mean_std
         from differ_core.optim import build_optimizer, build_scheduler, is_epoch_scheduler
+        from differ_core.reproducibility import record_training
         from differ_core.sampler import IdentityBatchSampler
 
         cfg = self.cfg
@@ -346,6 +347,9 @@ class Trainer:
                 write_text_atomic(side, cfg.to_yaml())
                 self.say(f"continuing with {len(self.config_changes)} changed key(s) "
                          f"({', '.join(self.config_changes)}); config.yaml kept, the new config is {side.name}")  # fmt: skip
+        if self.main:  # the reproducibility record's training part (docs/design.md §5)
+            record_training(self.layout, cfg, workdir, world=self.world, mixed_precision=accel.mixed_precision,
+                            device=self.device, data=data)  # fmt: skip
 
     # ---- resume
     def resume(self) -> None:

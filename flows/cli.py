@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.workdir = resolve_workdir(args.workdir)
     os.environ["DIFFER_WORKDIR"] = str(args.workdir)
+    # the command line, handed down to the reproducibility record (differ_core.reproducibility.COMMAND_ENV)
+    previous = os.environ.get("DIFFER_COMMAND")
+    os.environ["DIFFER_COMMAND"] = json.dumps(["differ", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args._run(args) or 0)
     except DifferError as exc:
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"differ {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is None:
+            os.environ.pop("DIFFER_COMMAND", None)
+        else:
+            os.environ["DIFFER_COMMAND"] = previous
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from differ_common.workspace import RunLayout
 from flows import artifacts
 from flows.config import PipelineConfig
+from flows.reproduce import record_pipeline
 from flows.stages import (
     Context,
     StageStop,
@@ -86,6 +87,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     summarize_step(ctx)
     encode_step(ctx)
     train_step(ctx)
+    record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # the run's reproduce.json names this config
     if cfg.evaluate:
         evaluate_step(ctx)
     return _finish(ctx, f"differ-pipeline {cfg.dataset}")

@@ -127,7 +127,15 @@ def run_configs(study: StudyConfig, workdir: str) -> list[tuple[dict[str, Any], 
 
 
 def metrics_rows(keys: dict[str, Any], metrics_json: str | Path, seconds: float, run_dir: str) -> list[dict]:
+    """One row per protocol of a run's ``metrics.json``, with a pointer to its reproducibility record."""
+    from differ_core.reproducibility import record_sha256
+
     m = json.loads(Path(metrics_json).read_text())
+    record = m.get("reproduce")
+    pointer = {
+        "reproduce": str(Path(metrics_json).with_name("reproduce.json")) if record else None,
+        "reproduce_sha256": record_sha256(record) if record else None,
+    }
     return [
         {
             **keys,
@@ -137,18 +145,22 @@ def metrics_rows(keys: dict[str, Any], metrics_json: str | Path, seconds: float,
             "selection": m.get("selection"),
             "seconds": round(seconds, 1),
             "run_dir": run_dir,
+            **pointer,
         }
         for proto, v in m.get("protocols", {}).items()
     ]
 
 
 def summarize(results) -> Any:  # results: pandas.DataFrame -> DataFrame
-    """Mean and std over seeds of Rank-1 and mAP per (noise, variant, protocol), in the study's order."""
+    """Mean, std and the per-seed values (in seed order) of Rank-1 and mAP per (noise, variant, protocol)."""
     import pandas as pd
 
-    g = results.groupby(["noise", "variant", "protocol"], sort=False)
+    g = results.sort_values("seed", kind="stable").groupby(["noise", "variant", "protocol"], sort=False)
     summary = g[list(SUMMARY_METRICS)].agg(["mean", "std"])
     summary.columns = [f"{m}_{s}" for m, s in summary.columns]
+    for m in SUMMARY_METRICS:
+        summary[f"{m}_per_seed"] = g[m].agg(list)
+    summary["seed_list"] = g["seed"].agg(list)
     summary["seeds"] = g["seed"].nunique()
     summary["seconds_mean"] = g["seconds"].mean().round(1)
     summary = summary.reset_index()
@@ -158,7 +170,8 @@ def summarize(results) -> Any:  # results: pandas.DataFrame -> DataFrame
 
 
 def summary_markdown(summary) -> str:
-    """One table per noise level: variants as rows, ``mean ± std`` (in %) per protocol and metric."""
+    """One table per noise level: variants as rows, ``mean ± std`` (in %) per protocol and metric; then the
+    per-seed values."""
     lines: list[str] = []
     for noise, part in summary.groupby("noise", sort=False):
         protocols = list(dict.fromkeys(part["protocol"]))
@@ -177,6 +190,13 @@ def summary_markdown(summary) -> str:
             first = rows.iloc[0]
             cells += [str(int(first["seeds"])), f"{first['seconds_mean']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Per-seed values (caption noise {noise:g}, %):", ""]
+        lines += ["| variant | protocol | seeds | " + " | ".join(SUMMARY_METRICS) + " |", "|---|---|---|"
+                  + "---|" * len(SUMMARY_METRICS)]  # fmt: skip
+        for _, r in part.iterrows():
+            vals = [", ".join(f"{100 * v:.1f}" for v in r[f"{m}_per_seed"]) for m in SUMMARY_METRICS]
+            seeds = ", ".join(str(int(x)) for x in r["seed_list"])
+            lines.append(f"| {r['variant']} | {r['protocol']} | {seeds} | " + " | ".join(vals) + " |")
         lines.append("")
     return "\n".join(lines)
 

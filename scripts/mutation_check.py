@@ -166,6 +166,32 @@ BUGS: tuple[Bug, ...] = (
         "write_part(ws.perspective_dir(dataset, p), rows + rows[:1])",
         ("tests/captions/test_writer.py",),
     ),
+    Bug(
+        "single-shot-spread-from-one-draw",
+        "single-shot PRCC reports the std of its first gallery draw only (always 0) instead of over all draws",
+        "differ_core/evaluation/protocols.py",
+        "std = {k: float(np.std(v)) for k, v in per_draw.items()}",
+        "std = {k: float(np.std(v[:1])) for k, v in per_draw.items()}",
+        ("tests/evaluation/test_protocols.py",),
+    ),
+    Bug(
+        "weights-hash-ignores-values",
+        "the record's weights hash covers the parameter names only, so other weights hash the same",
+        "differ_core/reproducibility.py",
+        "h.update(tensor_sha256(state[k]).encode())",
+        "pass",
+        ("tests/evaluation/test_evaluate.py",),
+    ),
+    Bug(
+        "manifest-fingerprint-has-paths",
+        "the manifest fingerprint hashes the absolute paths: a dataset rebuilt in a fresh workspace never matches",
+        "differ_core/reproducibility.py",
+        'cols = [c for c in manifest.columns if c != "path"]',
+        "cols = list(manifest.columns)",
+        (
+            "tests/flows/test_pipeline_e2e.py::test_every_metrics_file_carries_the_record_and_reproduce_gives_identical_weights_and_metrics",
+        ),
+    ),
 )
 
 # a pytest plugin (loaded with -p) that writes the first failing node id to $MUTATION_CHECK_REPORT

@@ -68,6 +68,23 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([head, *body])
 
 
+def record_lines(checkpoints: list[str]) -> list[str]:
+    """Per ``name=path``: the reproducibility record of the run holding the checkpoint (its path and hash)."""
+    from differ_common.workspace import RunLayout
+    from differ_core.reproducibility import read_record, record_path, record_sha256
+
+    out = []
+    for spec in checkpoints:
+        name, _, path = spec.partition("=")
+        owner = RunLayout.of_checkpoint(path)
+        if owner is not None and record_path(owner.root).is_file():
+            sha = record_sha256(read_record(owner.root))
+            out.append(f"- {name}: {record_path(owner.root)} (sha256 {sha})")
+        else:
+            out.append(f"- {name}: no reproduce.json in the run folder of {path}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from differ_common.io import write_text_atomic
     from differ_common.workspace import Workspace
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             "clothing mean": table[list(CLOTHING)].mean(1),
         }
     )
-    md = to_markdown(table)
+    md = to_markdown(table) + "\n\nReproducibility records:\n" + "\n".join(record_lines(args.checkpoints))
     print(md)
     if args.out:
         write_text_atomic(args.out, md + "\n")

@@ -6,7 +6,7 @@ dataset                   protocols (query split -> gallery split, mode)
 ltcc, synthcc             general, clothes_changing, same_clothes (optional: skipped when no query is valid)
 prcc                      same_clothes (query_same -> gallery, B->A), clothes_changing (query_diff -> gallery,
                           C->A); multi-shot (whole gallery); ``single_shot=True`` adds ``*_single_shot``: 10
-                          seeded trials of a gallery with one random image per identity, metrics averaged
+                          seeded trials of a gallery with one random image per identity, metrics mean ± std
 celeb-light               general with ``ignore_camera`` (every same-identity gallery image is a match)
 ccvid                     general, clothes_changing, same_clothes (optional) at tracklet level: the features
                           of a tracklet's frames are averaged
@@ -34,6 +34,7 @@ from differ_core.evaluation.metrics import (
 )
 
 SINGLE_SHOT_TRIALS = 10
+SPREAD_METRICS = ("rank1", "rank5", "rank10", "mAP")
 
 
 @dataclass(frozen=True)
@@ -229,9 +230,14 @@ class ProtocolResult:
     gallery: EvalSet
     distances: Any = field(repr=False, default=None)  # DistanceSource over query x gallery (multi-shot)
     trials: int = 0
+    std: dict[str, float] = field(default_factory=dict)  # single-shot: std over the draws of each metric
 
     def as_dict(self) -> dict[str, float | int]:
-        return self.result.as_dict()
+        """The metrics; single-shot adds ``<metric>_std`` over its draws and ``trials``."""
+        out: dict[str, float | int] = self.result.as_dict()
+        if self.trials:
+            out.update({f"{k}_std": v for k, v in self.std.items()}, trials=int(self.trials))
+        return out
 
 
 def _single_shot_gallery(g: EvalSet, rng: np.random.Generator) -> np.ndarray:
@@ -283,7 +289,9 @@ def evaluate_protocol(
         ap=np.nanmean(np.stack([r.ap for r in runs]), axis=0) if len(q) else np.zeros(0),
         first_hit=runs[-1].first_hit,
     )
-    return ProtocolResult(protocol, mean, q, g, None, trials=protocol.single_shot_trials)
+    per_draw = {k: [float(r.as_dict()[k]) for r in runs] for k in SPREAD_METRICS}
+    std = {k: float(np.std(v)) for k, v in per_draw.items()}  # population std over the draws
+    return ProtocolResult(protocol, mean, q, g, None, trials=protocol.single_shot_trials, std=std)
 
 
 def evaluate_protocols(

@@ -7,7 +7,7 @@ dataset manifest, and writes into the run folder:
 * ``metrics.json``: ``{"dataset", "run", "epoch", "protocols": {name: {"rank1", "rank5", "rank10", "mAP",
   "num_query", "num_valid_query"}}, "seed", "selection"}`` (fractions in [0, 1]) plus ``checkpoint``, ``flip``,
   ``rerank`` (false or its k1/k2/lambda), ``single_shot`` and ``skipped`` (optional protocols without a valid
-  query, with the reason);
+  query, with the reason) and ``reproduce`` (the reproducibility record, also written to ``reproduce.json``);
 * ``metrics.parquet``: one row per protocol (the same numbers, the protocol's splits and mode, the CMC curve);
 * ``plots/ranked_<protocol>.png`` (``plots`` = N random valid queries, seeded, one line each) and
   ``plots/cmc.png``.
@@ -114,8 +114,12 @@ def evaluate_loaded(
     device: str | None = None,
     progress: bool = True,
     plot_queries: list[str] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files."""
+    """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files.
+
+    ``metrics["reproduce"]`` is the run's reproducibility record with this evaluation's part (``training``: the
+    training part to use when ``out_dir`` has no record)."""
     from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
     from differ_core.extract import extract_with_model
 
@@ -145,6 +149,12 @@ def evaluate_loaded(
         "single_shot": bool(single_shot),
         "skipped": skipped,
     }
+    from differ_core.reproducibility import record_evaluation
+
+    metrics["reproduce"] = record_evaluation(
+        out_dir, manifest=manifest, protocols=protocols, metrics=metrics, state=model.state_dict(),
+        device=pick_device(device), training=training,
+    )  # fmt: skip
     ev = Evaluation(metrics, results)
     if out_dir is not None:
         write_outputs(ev, Path(out_dir), plots=plots, seed=seed, plot_queries=plot_queries)
@@ -155,7 +165,10 @@ def metrics_frame(ev: Evaluation):
     """``metrics.parquet``: one row per protocol."""
     import pandas as pd
 
+    from differ_core.reproducibility import record_sha256
+
     m = ev.metrics
+    rec_sha = record_sha256(m["reproduce"]) if "reproduce" in m else None
     recs = []
     for name, pr in ev.results.items():
         p = pr.protocol
@@ -164,7 +177,7 @@ def metrics_frame(ev: Evaluation):
             "protocol": name, "query_split": p.query_split, "gallery_split": p.gallery_split, "mode": p.mode,
             "ignore_camera": p.ignore_camera, "tracklet": p.tracklet, "single_shot_trials": p.single_shot_trials,
             **{k: v for k, v in pr.as_dict().items()}, "flip": m["flip"], "rerank": bool(m["rerank"]),
-            "seed": m["seed"], "cmc": [float(x) for x in pr.result.cmc],
+            "seed": m["seed"], "cmc": [float(x) for x in pr.result.cmc], "reproduce_sha256": rec_sha,
         })  # fmt: skip
     return pd.DataFrame(recs)
 
@@ -263,6 +276,7 @@ def evaluate_run(
 ) -> Any:
     """Evaluate a run (see the module doc); returns the metrics dict (or the :class:`Evaluation`)."""
     from data_manifests.schema import load_manifest
+    from differ_core.reproducibility import read_record
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
@@ -277,7 +291,7 @@ def evaluate_run(
         out_dir=run_dir if write else None, seed=int(cfg.run.seed), rerank=rerank, rerank_k1=rerank_k1,
         rerank_k2=rerank_k2, rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot,
         batch_size=batch_size or int(cfg.run.eval_batch_size), device=device, progress=progress,
-        plot_queries=plot_queries,
+        plot_queries=plot_queries, training=read_record(run_dir).get("training"),
     )  # fmt: skip
     return ev if return_evaluation else ev.metrics
 
@@ -307,6 +321,7 @@ def evaluate_checkpoint(
     checkpoint's run folder when it lies in ``<run>/checkpoints/``, else ``W/evaluations/<dataset>-<name>``)."""
     from data_manifests.schema import load_manifest
     from differ_common.workspace import Workspace
+    from differ_core.reproducibility import read_record
 
     ckpt = Path(checkpoint).expanduser().resolve()
     if not ckpt.is_file():
@@ -324,6 +339,7 @@ def evaluate_checkpoint(
         out_dir=out_dir if write else None, seed=seed, rerank=rerank, rerank_k1=rerank_k1, rerank_k2=rerank_k2,
         rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot, batch_size=batch_size,
         device=device, progress=progress, plot_queries=plot_queries,
+        training=read_record(owner.root).get("training") if owner else None,
     )  # fmt: skip
     return ev if return_evaluation else ev.metrics
 

@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train DIFFER (or a baseline) from a config"),
     "evaluate": ("evaluate", "metrics under the dataset's CC-ReID protocols"),
     "run": ("run", "the full pipeline flow for a config"),
+    "reproduce": (
+        "reproduce",
+        "rebuild a run's inputs from its reproduce.json, retrain, re-evaluate, compare",
+    ),
     "study": ("study", "multi-seed DIFFER vs baseline vs ablations study"),
     "serve": ("serve", "serve the Prefect deployments from this process"),
     "status": ("status", "what each stage holds and what is stale"),

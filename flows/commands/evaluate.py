@@ -37,24 +37,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _table(metrics: dict, title: str, other: dict | None = None):
+def _cell(v: dict, k: str) -> str:
+    """A metric in %, with ``± std`` over the draws for single-shot variants."""
+    s = f"{100 * v[k]:.1f}"
+    if f"{k}_std" in v:
+        s += f" ± {100 * v[f'{k}_std']:.1f}"
+    return s
+
+
+def _variant(v: dict) -> str:
+    return f"single-shot ×{v['trials']}" if v.get("trials") else "multi-shot"
+
+
+def _table(metrics: dict, title: str):
     from rich.table import Table
 
     t = Table(title=title)
     t.add_column("protocol")
+    t.add_column("variant")
     for col in ("Rank-1", "Rank-5", "Rank-10", "mAP", "queries"):
         t.add_column(col, justify="right")
     for name, v in metrics["protocols"].items():
-        cells = []
-        for k in ("rank1", "rank5", "rank10", "mAP"):
-            s = f"{100 * v[k]:.1f}"
-            if other is not None and name in other["protocols"]:
-                d = 100 * (v[k] - other["protocols"][name][k])
-                s += f" ({d:+.1f})"
-            cells.append(s)
-        t.add_row(name, *cells, f"{v['num_valid_query']}/{v['num_query']}")
+        cells = [_cell(v, k) for k in ("rank1", "rank5", "rank10", "mAP")]
+        t.add_row(name, _variant(v), *cells, f"{v['num_valid_query']}/{v['num_query']}")
     for name in metrics.get("skipped") or {}:
-        t.add_row(name, "—", "—", "—", "—", "skipped")
+        t.add_row(name, "", "—", "—", "—", "—", "skipped")
+    return t
+
+
+def _compare_table(a: dict, b: dict, title: str):
+    """Both runs side by side, every protocol variant either has (multi-shot and single-shot), with B − A."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("protocol")
+    t.add_column("variant")
+    for metric in ("Rank-1", "mAP"):
+        for who in ("A", "B", "Δ"):
+            t.add_column(f"{metric} {who}", justify="right")
+    for name in dict.fromkeys([*a["protocols"], *b["protocols"]]):
+        va, vb = a["protocols"].get(name), b["protocols"].get(name)
+        cells = []
+        for k in ("rank1", "mAP"):
+            d = f"{100 * (vb[k] - va[k]):+.1f}" if va and vb else "—"
+            cells += [_cell(va, k) if va else "—", _cell(vb, k) if vb else "—", d]
+        t.add_row(name, _variant(va or vb), *cells)
     return t
 
 
@@ -95,15 +122,13 @@ def run(args: argparse.Namespace) -> int:
         other = other_ev.metrics
         files = compare_pictures(other_ev, ev, ev.out_dir / "plots", n=args.plots or 4, seed=m["seed"],
                                  labels=(other["run"], m["run"]))  # fmt: skip
-        console.print(
-            _table(
-                other, f"{other['dataset']} — {other['run']} ({other['selection']}, epoch {other['epoch']})"
-            )
-        )
         ev.files.update(files)
     extras = [s for s, on in (("flip", m["flip"]), ("re-ranking", bool(m["rerank"]))) if on]
     title = f"{m['dataset']} — {m['run']} ({m['selection']}, epoch {m['epoch']}{', ' + ', '.join(extras) if extras else ''})"
-    console.print(_table(m, title + (f"; ± vs {other['run']}" if other else ""), other))
+    console.print(_table(m, title))
+    if other is not None:
+        title = f"{m['dataset']}: A = {other['run']}, B = {m['run']} (Δ = B − A)"
+        console.print(_compare_table(other, m, title))
     for name, path in ev.files.items():
         console.print(f"[bold]{name}[/bold]: {path}")
     return 0

@@ -192,7 +192,12 @@ def test_single_shot_with_one_gallery_image_per_identity_equals_multi_shot(tiny_
     assert [ref[p]["num_valid_query"] for p in MODES] == [12, 6, 6]
     for mode in MODES:
         _assert_metrics(m["protocols"][mode], ref[mode])
-        _assert_metrics(m["protocols"][f"{mode}_single_shot"], ref[mode])
+        single = dict(m["protocols"][f"{mode}_single_shot"])
+        assert single.pop("trials") == 10  # every draw is the same gallery here: no spread
+        assert [single.pop(f"{k}_std") for k in ("rank1", "rank5", "rank10", "mAP")] == pytest.approx(
+            [0.0] * 4
+        )
+        _assert_metrics(single, ref[mode])
     trials = pd.read_parquet(out / "metrics.parquet").set_index("protocol")["single_shot_trials"]
     assert trials["general_single_shot"] == 10 and trials["general"] == 0
 
@@ -223,11 +228,34 @@ def test_cli_table_and_compare(tiny_work, capsys):
     rc = main(["--workdir", str(tiny_work), "evaluate", "--run", "r1", "--plots", "1", "--compare", "r2"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "Rank-1" in out and "clothes_changing" in out and "mAP" in out and "vs r2" in out
+    assert "Rank-1" in out and "clothes_changing" in out and "mAP" in out and "A = r2, B = r1" in out
     m = json.loads((tiny_work / "runs" / "r1" / "metrics.json").read_text())
     assert f"{100 * m['protocols']['general']['mAP']:.1f}" in out
     assert (tiny_work / "runs" / "r1" / "plots" / "compare_clothes_changing.png").exists()
     assert not (tiny_work / "runs" / "r2" / "metrics.json").exists()  # --compare does not write into RUN2
+
+
+def test_compare_shows_both_runs_and_every_protocol_variant_side_by_side(tiny_work, tmp_path, capsys):
+    from differ_core.evaluation.runner import evaluate_run
+    from flows.cli import main
+
+    run = tmp_path / "r1"
+    shutil.copytree(tiny_work / "runs" / "r1", run)
+    common = ["--single-shot", "--compare", str(tiny_work / "runs" / "r2")]
+    assert main(["--workdir", str(tiny_work), "evaluate", "--run", str(run), *common]) == 0
+    out = capsys.readouterr().out
+    a = evaluate_run(tiny_work / "runs" / "r2", single_shot=True, write=False, progress=False)["protocols"]
+    b = json.loads((run / "metrics.json").read_text())["protocols"]
+    for name in ("general", "general_single_shot"):
+        line = next(x for x in out.splitlines() if x.strip("│ ").startswith(name + " ") and "Δ" not in x and
+                    x.count("│") > 8)  # fmt: skip
+        va, vb = a[name], b[name]
+        std = (lambda v: f" ± {100 * v['mAP_std']:.1f}") if name.endswith("single_shot") else (lambda v: "")
+        want = [f"{100 * va['mAP']:.1f}{std(va)}", f"{100 * vb['mAP']:.1f}{std(vb)}",
+                f"{100 * (vb['mAP'] - va['mAP']):+.1f}"]  # fmt: skip
+        cells = [c.strip() for c in line.split("│")]
+        assert cells[-4:-1] == want, line
+        assert ("single-shot ×10" if name.endswith("single_shot") else "multi-shot") in line
     assert main(["--workdir", str(tiny_work), "evaluate", "--checkpoint", "x.pt"]) == 2
     assert "needs --dataset" in capsys.readouterr().err
     assert main(["--workdir", str(tiny_work), "evaluate"]) == 2
@@ -263,3 +291,35 @@ def test_onnx_export_matches_torch(tiny_work, tmp_path, lambda_cam):
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["img_size"]) == list(info["img_size"])
+
+
+def test_an_evaluation_outside_its_run_records_its_command_checkpoint_and_protocol_variants(tiny_work, tmp_path,
+                                                                                             capsys):  # fmt: skip
+    import os
+
+    import torch
+
+    from differ_core.reproducibility import record_sha256, weights_sha256
+    from flows.cli import main
+
+    ckpt = tiny_work / "runs" / "r2" / "checkpoints" / "last.pt"
+    out = tmp_path / "ev"
+    argv = ["--workdir", str(tiny_work), "evaluate", "--checkpoint", str(ckpt), "--dataset", "synthcc",
+            "--out", str(out), "--single-shot", "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert "DIFFER_COMMAND" not in os.environ  # handed down for the command only
+    record = json.loads((out / "reproduce.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reproduce"] == record
+    assert set(pd.read_parquet(out / "metrics.parquet")["reproduce_sha256"]) == {record_sha256(record)}
+    ev = record["evaluation"]
+    assert ev["command"] == ["differ", *argv]
+    assert ev["checkpoint"]["weights_sha256"] == weights_sha256(torch.load(ckpt, weights_only=True)["model"])
+    assert ev["checkpoint"]["weights_sha256"] != weights_sha256(
+        torch.load(tiny_work / "runs" / "r1" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    )  # other weights, another hash
+    single = {p["name"]: p for p in ev["protocols"]}["clothes_changing_single_shot"]
+    assert single["single_shot_trials"] == 10 and single["seed"] == 3 and single["mode"] == "clothes_changing"
+    assert {p["name"]: p for p in ev["protocols"]}["general"]["variant"] == "multi-shot"
+    assert ev["environment"]["versions"]["numpy"] == np.__version__ and ev["single_shot"] is True

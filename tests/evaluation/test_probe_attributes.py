@@ -44,3 +44,15 @@ def test_markdown_table():
     mod = _module()
     md = mod.to_markdown(pd.DataFrame({"model": ["m"], "skin_tone": [12.345]}))
     assert md.splitlines() == ["| model | skin_tone |", "|---|---|", "| m | 12.3 |"]
+
+
+def test_the_probe_table_names_each_checkpoints_record(tmp_path):
+    from differ_core.reproducibility import record_sha256, update_record
+
+    mod = _module()
+    run = tmp_path / "runs" / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    record = update_record(run, training={"run": "r"})
+    lines = mod.record_lines([f"a={run / 'checkpoints' / 'best.pt'}", f"b={tmp_path / 'x.pt'}"])
+    assert lines[0] == f"- a: {run / 'reproduce.json'} (sha256 {record_sha256(record)})"
+    assert lines[1].startswith("- b: no reproduce.json")

@@ -111,17 +111,24 @@ def test_prcc_multi_and_single_shot():
     q_mask = (man["split"] == "query_diff").to_numpy()
     gm, qm = man[g_mask].reset_index(drop=True), man[q_mask]
     r = np.random.default_rng(7)
-    maps = []
+    maps, r1s = [], []
     for _ in range(10):
         order = r.permutation(len(gm))
         _, first = np.unique(gm.pid.to_numpy()[order], return_index=True)
         pick = np.sort(order[first])
         assert len(pick) == 10 and sorted(gm.pid[pick]) == list(range(10))
         d = pairwise_distance(feats[q_mask], feats[g_mask][pick])
-        maps.append(evaluate_ranking(d, qm.pid, gm.pid[pick], qm.camid, gm.camid[pick], qm.clothes_id,
-                                     gm.clothes_id[pick], mode="clothes_changing").mAP)  # fmt: skip
+        one = evaluate_ranking(d, qm.pid, gm.pid[pick], qm.camid, gm.camid[pick], qm.clothes_id,
+                               gm.clothes_id[pick], mode="clothes_changing")  # fmt: skip
+        maps.append(one.mAP)
+        r1s.append(one.rank1)
     assert res["clothes_changing_single_shot"].result.mAP == pytest.approx(np.mean(maps), abs=1e-12)
     assert res["clothes_changing_single_shot"].trials == 10
+    # the spread over the draws is reported beside the mean (metrics.json / metrics.parquet)
+    entry = res["clothes_changing_single_shot"].as_dict()
+    assert entry["mAP_std"] == pytest.approx(np.std(maps), abs=1e-12) and entry["mAP_std"] > 0
+    assert entry["rank1_std"] == pytest.approx(np.std(r1s), abs=1e-12) and entry["trials"] == 10
+    assert "mAP_std" not in res["clothes_changing"].as_dict()  # multi-shot: one gallery, no spread
     other = evaluate_protocols(man, feats, protos, seed=8)[0]["clothes_changing_single_shot"].result.mAP
     assert other != res["clothes_changing_single_shot"].result.mAP  # the seed matters, and is recorded
 

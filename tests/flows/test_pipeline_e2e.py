@@ -46,9 +46,15 @@ def tiny_cfg(tmp_path_factory):
     return cfg, prompts
 
 
-def test_pipeline_runs_caches_and_recomputes_only_what_a_prompt_change_touches(tiny_cfg):
+@pytest.fixture(scope="module")
+def first_run(tiny_cfg) -> dict:
+    """The first pipeline run on the tiny workspace (before any prompt change)."""
+    return run_flow(differ_pipeline, tiny_cfg[0])
+
+
+def test_pipeline_runs_caches_and_recomputes_only_what_a_prompt_change_touches(tiny_cfg, first_run):
     cfg, prompts = tiny_cfg
-    first = run_flow(differ_pipeline, cfg)
+    first = first_run
     assert set(_status(first).values()) == {"recomputed"}
     work = Path(cfg.workdir)
     caps = pd.read_parquet(work / "captions" / "synthcc")
@@ -81,6 +87,53 @@ def test_pipeline_runs_caches_and_recomputes_only_what_a_prompt_change_touches(t
     assert all(encoded.get(p, 0) == 0 for p in others) and encoded.get("clothing", 0) > 0
     assert changed["run_dir"] != first["run_dir"]  # a new run; the old one is kept
     assert Path(first["run_dir"], "checkpoints").exists()
+
+
+def test_every_metrics_file_carries_the_record_and_reproduce_gives_identical_weights_and_metrics(
+    tiny_cfg, first_run, tmp_path, capsys
+):
+    """Bit-for-bit on a CPU: the run rebuilt from its record in a fresh workspace (SynthCC regenerated,
+    captioned, encoded, trained, evaluated) has the same weights and the same metrics."""
+    import torch
+
+    from differ_core.reproducibility import record_sha256
+    from flows.cli import main
+
+    run = Path(first_run["run_dir"])
+    record = json.loads((run / "reproduce.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["reproduce"] == record  # metrics.json carries the record ...
+    table = pd.read_parquet(run / "metrics.parquet")
+    assert set(table["reproduce_sha256"]) == {record_sha256(record)}  # ... and metrics.parquet points at it
+    tr, ev = record["training"], record["evaluation"]
+    assert (
+        tr["config"]["data"]["dataset"] == "synthcc"
+        and tr["world_size"] == 1
+        and tr["seeds"]["run.seed"] == 0
+    )
+    assert tr["environment"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert tr["environment"]["devices"]["kind"] == "cpu" and tr["mixed_precision"] == "no"
+    assert tr["inputs"]["manifest"]["synthcc"]["seed"] == 0
+    assert (
+        set(tr["inputs"]["captions"]) >= {"biometrics", "clothing"}
+        and tr["inputs"]["features"]["tensor_sha256"]
+    )
+    assert record["pipeline"]["config"]["train_config"] == tiny_cfg[0].train_config
+    assert sorted(p["name"] for p in ev["protocols"]) == sorted(metrics["protocols"])
+
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", str(run), "--workdir", str(fresh)]) == 0
+    out = capsys.readouterr().out
+    assert "metrics agree" in out and "weights: identical" in out and "first input that differs" not in out
+    rows = [x.split() for x in out.splitlines() if x.split()[:1] and x.split()[0] in metrics["protocols"]]
+    assert len(rows) == 4 * len(metrics["protocols"]) and all(r[-1] == "+0.0000" for r in rows)
+    (new_run,) = (fresh / "runs").iterdir()
+    again = json.loads((new_run / "metrics.json").read_text())
+    assert again["protocols"] == metrics["protocols"]  # exactly equal, not approximately
+    a = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(new_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["reproduce"]["training"]["command"][:2] == ["differ", "reproduce"]
 
 
 def _edit_prompt(spec: dict, perspective: str, extra: str) -> None:

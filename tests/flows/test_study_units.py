@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -86,7 +88,22 @@ def test_summary_mean_std_markdown_and_plot(tmp_path):
     assert row["mAP_mean"] == pytest.approx(0.51) and row["seeds"] == 3 and row["seconds_mean"] == 11.0
     md = study.summary_markdown(summary)
     assert "| differ | 91.0 ± 1.0 | 81.0 ± 1.0 | 61.0 ± 1.0 | 51.0 ± 1.0 | 3 | 11 |" in md
+    # and the values behind each mean, in seed order (shuffled rows must not reorder them)
+    md = study.summary_markdown(study.summarize(_results().sample(frac=1.0, random_state=3)))
+    assert "| differ | clothes_changing | 0, 1, 2 | 60.0, 61.0, 62.0 | 50.0, 51.0, 52.0 |" in md
     paths = study.write_study(_results(), tmp_path / "out")
     assert pd.read_parquet(paths["summary"]).shape[0] == 4
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((tmp_path / "out").glob(".tmp-*"))
+
+
+def test_result_rows_point_at_each_runs_record(tmp_path):
+    from differ_core.reproducibility import record_sha256
+
+    record = {"format": 1, "training": {"run": "r"}, "evaluation": {"seed": 0}}
+    entry = {"rank1": 0.5, "rank5": 0.6, "rank10": 0.7, "mAP": 0.4}
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"protocols": {"general": entry}, "epoch": 1, "reproduce": record}))
+    (row,) = study.metrics_rows({"variant": "differ", "seed": 0}, metrics, 1.0, str(tmp_path))
+    assert row["reproduce"] == str(tmp_path / "reproduce.json")
+    assert row["reproduce_sha256"] == record_sha256(record)
