@@ -59,13 +59,17 @@ def plan_chunks(ids: list[str], missing: dict[str, set[str]], chunk_size: int) -
 
 
 def _pid_alive(pid: int) -> bool:
+    """Is process ``pid`` of this host running (a zombie, killed but not yet reaped, is not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 class Claims:

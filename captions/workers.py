@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -125,8 +126,8 @@ def run_workers(ws: Workspace, job: Job, claims: Claims, labels: list[str], opti
             else:
                 time.sleep(0.05)
         t_go = float(go.read_text())
-        for p in procs:
-            p.wait()
+        while any(p.poll() is None for p in procs):  # poll() reaps a killed worker at once
+            time.sleep(0.05)
     except BaseException:
         for p in procs:
             p.kill()
@@ -136,7 +137,7 @@ def run_workers(ws: Workspace, job: Job, claims: Claims, labels: list[str], opti
     for k, (label, p) in enumerate(zip(labels, procs, strict=True)):
         out = folder / f"{plan_id}.worker-{k}.json"
         res = json.loads(out.read_text()) if out.exists() else {}
-        who = res.get("worker") or f"pid {p.pid}"
+        who = res.get("worker") or f"{socket.gethostname()}:{p.pid}"
         report.workers.append(f"{who}@{label}")
         if res.get("error"):
             report.worker_errors.append(res["error"])
