@@ -148,12 +148,13 @@ def read_current_captions(
     if split is not None:
         splits = [split] if isinstance(split, str) else list(split)
         manifest = manifest[manifest["split"].isin(splits)]
-    order = {img: i for i, img in enumerate(manifest["image_id"])}
+    order = pd.Index(manifest["image_id"].astype(object))
     frames = []
     for p in wanted:
         cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), current[p])
-        cur = cur[cur["image_id"].isin(order)].copy()
-        cur["_order"] = cur["image_id"].map(order)
+        pos = order.get_indexer(cur["image_id"].astype(object))  # -1: no longer in the manifest
+        cur = cur[pos >= 0].copy()
+        cur["_order"] = pos[pos >= 0]
         frames.append(cur.sort_values("_order").drop(columns="_order"))
     out = pd.concat(frames, ignore_index=True) if frames else read_parts(ws.captions_dir(dataset) / "none")
     return out.reset_index(drop=True)

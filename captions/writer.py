@@ -541,14 +541,16 @@ def _update_current(
     from data_manifests.schema import load_manifest
     from differ_common.io import stage_lock, write_json_atomic
 
-    in_manifest = set(load_manifest(ws.root, dataset)["image_id"])
+    import pandas as pd
+
+    in_manifest = pd.Index(load_manifest(ws.root, dataset)["image_id"].astype(object))
     fps: dict[str, str] = {}
     totals: dict[str, int] = {}
     entries: dict[str, dict[str, Any]] = {}
     for p in wanted:
         key = {"prompt_id": specs[p].prompt_id, "captioner": cap.name, "model_fingerprint": cap.fingerprint}
         cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), key)
-        cur = cur[cur["image_id"].isin(in_manifest)]
+        cur = cur[in_manifest.get_indexer(cur["image_id"].astype(object)) >= 0]
         fps[p] = current_fingerprint(cur)
         totals[p] = len(cur)
         entries[p] = {**key, "prompt": specs[p].prompt, "fingerprint": fps[p], "n_rows": totals[p]}
