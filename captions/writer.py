@@ -537,11 +537,11 @@ def _update_current(
     lock_timeout: float,
 ) -> tuple[dict[str, str], dict[str, int]]:
     """Record the current key + fingerprint of each perspective in ``_current.json`` (read-modify-write, locked)."""
+    import pandas as pd
+
     from captions.table import current_fingerprint, current_rows, read_current_json, read_parts
     from data_manifests.schema import load_manifest
     from differ_common.io import stage_lock, write_json_atomic
-
-    import pandas as pd
 
     in_manifest = pd.Index(load_manifest(ws.root, dataset)["image_id"].astype(object))
     fps: dict[str, str] = {}
