@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-# docs/design.md §5 caption columns, plus ``flag`` ("" | "empty" | "echo" | "error") and ``error`` (the reason)
+# docs/design.md §5 caption columns, plus ``flag`` ("" | "empty" | "echo" | "error"), ``error`` (the reason),
+# and where the row came from: ``worker`` (host:pid) and ``device``
 COLUMNS: tuple[str, ...] = (
     "image_id",
     "perspective",
@@ -34,7 +35,10 @@ COLUMNS: tuple[str, ...] = (
     "seconds",
     "flag",
     "error",
+    "worker",
+    "device",
 )
+NEW_COLUMNS = ("worker", "device")  # absent from parts written before workers existed: read as ""
 KEY_COLUMNS = ("prompt_id", "captioner", "model_fingerprint")
 
 
@@ -55,6 +59,8 @@ def part_schema() -> pa.Schema:
             ("seconds", pa.float64()),
             ("flag", pa.string()),
             ("error", pa.string()),
+            ("worker", pa.string()),  # host:pid of the process that generated the row
+            ("device", pa.string()),  # cpu, cuda:3 ... (physical GPU ids)
         ]
     )
 
@@ -80,6 +86,9 @@ def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> p
         columns=cols
     )
     df = table.to_pandas()
+    for c in NEW_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].fillna("")
     if "perspective" in df.columns:
         df["perspective"] = df["perspective"].astype("str")
     return df
@@ -139,12 +148,13 @@ def read_current_captions(
     if split is not None:
         splits = [split] if isinstance(split, str) else list(split)
         manifest = manifest[manifest["split"].isin(splits)]
-    order = {img: i for i, img in enumerate(manifest["image_id"])}
+    order = pd.Index(manifest["image_id"].astype(object))
     frames = []
     for p in wanted:
         cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), current[p])
-        cur = cur[cur["image_id"].isin(order)].copy()
-        cur["_order"] = cur["image_id"].map(order)
+        pos = order.get_indexer(cur["image_id"].astype(object))  # -1: no longer in the manifest
+        cur = cur[pos >= 0].copy()
+        cur["_order"] = pos[pos >= 0]
         frames.append(cur.sort_values("_order").drop(columns="_order"))
     out = pd.concat(frames, ignore_index=True) if frames else read_parts(ws.captions_dir(dataset) / "none")
     return out.reset_index(drop=True)

@@ -1,10 +1,11 @@
 """The incremental, resumable caption writer behind ``differ caption``.
 
-For each requested perspective it finds the manifest images (of ``split``) without a current row for the
-current ``prompt_id`` + captioner, generates them batch by batch (a batch = many images, one prompt; the
-perspectives of a batch run back to back so each image is opened once) and appends every batch as a new
-Parquet part written atomically. A kill at any moment loses at most the batch in flight; a rerun generates
-only what is still missing. One lock per (dataset, perspective) keeps two processes from writing the same rows.
+It finds the manifest images (of ``split``) without a current row for each perspective's ``prompt_id`` +
+captioner and plans chunks: blocks of ``chunk_size`` images × their missing perspectives (``captions.chunks``).
+A worker (this process, or one process per device: ``captions.workers``) claims a chunk, decodes each image
+once, captions every claimed perspective in batches (or in one engine call, ``caption_chunk``) and appends one
+Parquet part per perspective, written atomically, then marks it done. A kill loses at most the chunk in flight;
+its claim is taken over once its owner is gone, and a rerun generates only what is still missing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from differ_common.errors import ConfigError, DataError
+from captions.chunks import DEFAULT_CHUNK_SIZE, DEFAULT_LEASE_S, Chunk, Claims, key_group, plan_chunks
+from differ_common.device import pick_device
+from differ_common.errors import ConfigError, DataError, DifferError
 from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
 
@@ -46,6 +48,9 @@ class CaptionReport:
     flagged: dict[str, int]  # generated rows flagged "empty" or "echo"
     errors: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason) of images that failed
     fingerprints: dict[str, str] = field(default_factory=dict)
+    worker_errors: list[str] = field(default_factory=list)  # one line per worker process that failed
+    workers: list[str] = field(default_factory=list)  # "host:pid@device" of the workers that ran
+    wall_seconds: float = 0.0  # captioning wall time, model loading excluded
 
     def lines(self) -> list[str]:
         """One human-readable line per perspective."""
@@ -171,22 +176,34 @@ def caption_dataset(
     show_progress: bool | None = None,
     backend: Captioner | None = None,
     compact_threshold: int = 256,
+    workers: int | None = None,
+    devices: list[str] | str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    lease_s: float = DEFAULT_LEASE_S,
+    threads: int | None = None,
+    engine_args: dict[str, Any] | None = None,
 ) -> CaptionReport:
     """Caption the missing (image, perspective) rows of ``dataset`` and update ``_current.json``.
 
     ``captioner``: ``attributes`` | ``hf:<dir>`` | ``vllm:<dir>``; ``split``: a split, a comma list or "all";
-    ``progress``: called with the done fraction after each batch; ``on_bad_image``: "error" raises DataError
+    ``progress``: called with the done fraction after each chunk; ``on_bad_image``: "error" raises DataError
     naming the first image that failed to open after captioning all the others, "skip" only reports them
     (both write an error row, never current, so a rerun retries the image); ``backend``: an already built
-    captioner object (tests, benchmarks); ``compact_threshold``: a perspective with more parts than this is
-    merged into one part at the end of the run. Returns a CaptionReport.
+    captioner object (tests, benchmarks; in-process only); ``compact_threshold``: a perspective with more parts
+    than this is merged into one part at the end of the run. The work is chunks of ``chunk_size`` images ×
+    their missing perspectives, claimed with a lease of ``lease_s`` (``captions.chunks``); ``workers`` /
+    ``devices``: worker processes, one model each (``captions.workers.resolve_devices``); ``threads``: torch
+    threads per CPU worker; ``engine_args``: passed to the vLLM engine. Returns a CaptionReport.
     """
     from captions.backends import make_captioner
     from captions.prompts import load_prompts
+    from captions.workers import resolve_devices
     from data_manifests.schema import load_manifest
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+    if chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1 (got {chunk_size})")
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image must be 'error' or 'skip' (got {on_bad_image!r})")
     ws = Workspace.at(workdir)
@@ -203,41 +220,59 @@ def caption_dataset(
         seed=seed,
         trust_remote_code=trust_remote_code,
         device=device,
+        engine_args=engine_args,
     )
     if hasattr(cap, "check_images"):
         cap.check_images(target["image_id"].tolist())
-    locks = ws.locks()
+    labels = resolve_devices(captioner if backend is None else "attributes", workers, devices, device)
+    if backend is not None and len(labels) > 1:
+        raise ConfigError(
+            "a backend object runs in this process only: use workers=1 or pass a captioner spec"
+        )
     from differ_common.io import clean_stale_temps
 
-    with ExitStack() as stack:
-        for p in wanted:  # PERSPECTIVES order everywhere: no lock-order deadlock
-            _enter_lock(
-                stack, locks / f"captions-{dataset}-{p}.lock", lock_timeout, f"captioning {dataset}/{p}"
-            )
-        for p in wanted:
-            clean_stale_temps(ws.perspective_dir(dataset, p))
-        report = _caption_locked(ws, dataset, wanted, specs, target, cap, batch_size, progress, show_progress)
-        for p in wanted:
-            compact_parts(ws.perspective_dir(dataset, p), compact_threshold)
-        report.fingerprints, report.total = _update_current(ws, dataset, wanted, specs, cap, lock_timeout)
+    for p in wanted:
+        clean_stale_temps(ws.perspective_dir(dataset, p))
+    claims = Claims(ws.locks() / "caption-claims" / dataset, lease_s=lease_s)  # plan time: before reading
+    job = _plan(ws, dataset, wanted, specs, target, cap, chunk_size)
+    report = job.report
+    if progress is not None:
+        progress(0.0 if job.chunks else 1.0)
+    if job.chunks:
+        if len(labels) == 1:
+            _run_in_process(ws, job, cap, claims, batch_size, labels[0], progress, show_progress)
+        else:
+            from captions.workers import run_workers
+
+            run_workers(
+                ws, job, claims, labels,
+                dict(captioner=captioner, prompts=str(prompts) if prompts else None, noise=noise, seed=seed,
+                     trust_remote_code=trust_remote_code, batch_size=batch_size, threads=threads,
+                     engine_args=engine_args or {}),
+            )  # fmt: skip
+            if progress is not None:
+                progress(1.0)
+    for p in wanted:
+        _compact_unless_busy(ws, dataset, p, compact_threshold)
+    report.fingerprints, report.total = _update_current(ws, dataset, wanted, specs, cap, lock_timeout)
+    if report.worker_errors:
+        raise DifferError("; ".join(report.worker_errors) + "; rerun to caption what they left")
     if report.errors and on_bad_image == "error":
         raise bad_image_error(report)
     return report
 
 
-def _enter_lock(stack: ExitStack, lock: Path, timeout: float, what: str) -> None:
-    """Take ``lock`` into ``stack``; when another process holds it, say so once on stderr, then wait."""
-    from differ_common.errors import DifferError
+def _compact_unless_busy(ws: Workspace, dataset: str, perspective: str, threshold: int) -> None:
+    """Compact one perspective's parts; skipped when another process is compacting it right now."""
+    from differ_common.errors import TransientError
     from differ_common.io import stage_lock
 
+    lock = ws.locks() / f"captions-{dataset}-{perspective}-compact.lock"
     try:
-        stack.enter_context(stage_lock(lock, 0, what))
-        return
-    except DifferError:
-        if timeout == 0:
-            raise
-    print(f"waiting for the lock {lock}: another process is {what}", file=sys.stderr, flush=True)
-    stack.enter_context(stage_lock(lock, timeout, what))
+        with stage_lock(lock, 0, f"compacting {dataset}/{perspective}"):
+            compact_parts(ws.perspective_dir(dataset, perspective), threshold)
+    except TransientError:
+        pass
 
 
 def bad_image_error(report: CaptionReport) -> DataError:
@@ -249,25 +284,35 @@ def bad_image_error(report: CaptionReport) -> DataError:
     )
 
 
-def _caption_locked(
+@dataclass
+class Job:
+    """What the caption workers share: the chunks, the current key and claim folder per perspective."""
+
+    dataset: str
+    wanted: list[str]
+    specs: dict[str, PerspectiveSpec]
+    keys: dict[str, dict[str, str]]
+    groups: dict[str, str]
+    chunks: list[Chunk]
+    report: CaptionReport
+
+
+def _plan(
     ws: Workspace,
     dataset: str,
     wanted: list[str],
     specs: dict[str, PerspectiveSpec],
     target: pd.DataFrame,
     cap: Captioner,
-    batch_size: int,
-    progress: Callable[[float], None] | None,
-    show_progress: bool | None,
-) -> CaptionReport:
+    chunk_size: int,
+) -> Job:
     from captions.table import current_rows, read_parts
 
-    key_of = {
+    keys = {
         p: {"prompt_id": specs[p].prompt_id, "captioner": cap.name, "model_fingerprint": cap.fingerprint}
         for p in wanted
     }
     ids = target["image_id"].tolist()
-    paths = dict(zip(target["image_id"], target["path"], strict=True))
     missing: dict[str, set[str]] = {}
     reused: dict[str, int] = {}
     for p in wanted:
@@ -275,11 +320,9 @@ def _caption_locked(
             ws.perspective_dir(dataset, p),
             ["image_id", "prompt_id", "captioner", "model_fingerprint", "created_at", "flag"],
         )
-        have = set(current_rows(rows, key_of[p])["image_id"])
+        have = set(current_rows(rows, keys[p])["image_id"])
         missing[p] = {i for i in ids if i not in have}
         reused[p] = len(ids) - len(missing[p])
-    todo = [i for i in ids if any(i in missing[p] for p in wanted)]
-    n_units = sum(len(m) for m in missing.values())
     report = CaptionReport(
         dataset=dataset,
         captioner=cap.name,
@@ -291,107 +334,198 @@ def _caption_locked(
         seconds=dict.fromkeys(wanted, 0.0),
         flagged=dict.fromkeys(wanted, 0),
     )
-    if progress is not None:
-        progress(0.0 if n_units else 1.0)
-    if not n_units:
-        return report
+    groups = {p: key_group(p, keys[p]) for p in wanted}
+    return Job(
+        dataset,
+        wanted,
+        {p: specs[p] for p in wanted},
+        keys,
+        groups,
+        plan_chunks(ids, missing, chunk_size),
+        report,
+    )
+
+
+def _run_in_process(
+    ws: Workspace,
+    job: Job,
+    cap: Captioner,
+    claims: Claims,
+    batch_size: int,
+    device_label: str,
+    progress: Callable[[float], None] | None,
+    show_progress: bool | None,
+) -> None:
     from tqdm.auto import tqdm
+
+    from data_manifests.schema import load_manifest
 
     if callable(getattr(cap, "load", None)):
         cap.load()  # only when there is work; kept out of the per-row ``seconds``
-    bs = max(batch_size, getattr(cap, "min_batch_size", 1))
+    if device_label == "auto":
+        device_label = pick_device(getattr(cap, "_device", None)) if cap.needs_images else "cpu"
+    n_units = sum(len(v) for c in job.chunks for v in c.missing.values())
     bar = tqdm(
         total=n_units,
         unit="caption",
-        desc=f"caption {dataset}",
+        desc=f"caption {job.dataset}",
         disable=(not show_progress) if show_progress is not None else None,
         dynamic_ncols=True,
     )
-    done = 0
-    t_images = 0.0
-    n_images = 0
-    bad_seen: set[str] = set()
+    done = [0]
+
+    def on_units(n: int) -> None:
+        done[0] += n
+        bar.update(n)
+        if progress is not None:
+            progress(done[0] / max(n_units, 1))
+
+    manifest = load_manifest(ws.root, job.dataset)
+    paths = dict(zip(manifest["image_id"], manifest["path"], strict=True))
+    t0 = time.perf_counter()
     try:
-        for start in range(0, len(todo), bs):
-            batch = todo[start : start + bs]
-            images: list[Any] = [None] * len(batch)
-            errors: list[str | None] = [None] * len(batch)
-            if cap.needs_images:
-                images, errors = _open_images([paths[i] for i in batch])
-            for p in wanted:
-                sel = [k for k, i in enumerate(batch) if i in missing[p]]
-                if not sel:
-                    continue
-                spec = specs[p]
-                good = [k for k in sel if errors[k] is None]
-                t0 = time.perf_counter()
-                captions = (
-                    cap.caption(
-                        [images[k] for k in good] if cap.needs_images else None,
-                        spec,
-                        [batch[k] for k in good],
-                    )
-                    if good
-                    else []
-                )
-                dt = time.perf_counter() - t0
-                if len(captions) != len(good):
-                    raise RuntimeError(
-                        f"captioner {cap.name} returned {len(captions)} captions for {len(good)} images"
-                    )
-                now = datetime.now(timezone.utc)
-                per = dt / max(len(good), 1)
-                base = {
-                    "perspective": p,
-                    "prompt_id": spec.prompt_id,
-                    "prompt": spec.prompt,
-                    "captioner": cap.name,
-                    "model_fingerprint": cap.fingerprint,
-                    "created_at": now,
-                }
-                rows = []
-                for k, text in zip(good, captions, strict=True):
-                    flag = flag_caption(text, spec.prompt)
-                    report.flagged[p] += bool(flag)
-                    rows.append(
-                        {
-                            **base,
-                            "image_id": batch[k],
-                            "caption": text,
-                            "seconds": per,
-                            "flag": flag,
-                            "error": "",
-                        }
-                    )
-                for k in sel:
-                    if errors[k] is not None:
-                        rows.append(
-                            {
-                                **base,
-                                "image_id": batch[k],
-                                "caption": "",
-                                "seconds": 0.0,
-                                "flag": "error",
-                                "error": errors[k],
-                            }
-                        )
-                        if batch[k] not in bad_seen:
-                            bad_seen.add(batch[k])
-                            report.errors.append((paths[batch[k]], errors[k]))
-                write_part(ws.perspective_dir(dataset, p), rows)
-                report.generated[p] += len(good)
-                report.seconds[p] += dt
-                t_images += dt
-                n_images += len(good)
-                done += len(sel)
-                bar.update(len(sel))
-                if t_images > 0:
-                    bar.set_postfix_str(f"{n_images / t_images:.2f} img/s", refresh=False)
-                if progress is not None:
-                    progress(done / n_units)
+        run_chunks(ws, job, cap, claims, paths, batch_size, device_label, on_units)
     finally:
         bar.close()
-    return report
+    job.report.wall_seconds = time.perf_counter() - t0
+
+
+def run_chunks(
+    ws: Workspace,
+    job: Job,
+    cap: Captioner,
+    claims: Claims,
+    paths: dict[str, str],
+    batch_size: int,
+    device_label: str,
+    on_units: Callable[[int], None] | None = None,
+    poll_s: float = 0.2,
+) -> None:
+    """Claim and caption ``job``'s chunks until none is left; blocks held by others are waited for (their
+    owner finishes them, or dies and its claim is broken and taken over here)."""
+    pending = list(job.chunks)
+    while pending:
+        held: list[Chunk] = []
+        for chunk in pending:
+            mine, waiting = [], {}
+            for p, ids in chunk.missing.items():
+                state = claims.acquire(job.groups[p], chunk.block)
+                if state == "mine":
+                    mine.append(p)
+                elif state == "held":
+                    waiting[p] = ids
+            if mine:
+                try:
+                    _caption_chunk(
+                        ws, job, cap, claims, chunk, mine, paths, batch_size, device_label, on_units
+                    )
+                finally:
+                    for p in mine:
+                        claims.release(job.groups[p], chunk.block)  # no-op for the finished ones
+            if waiting:
+                held.append(Chunk(chunk.block, chunk.image_ids, waiting))
+        if held:
+            time.sleep(poll_s)
+        pending = held
+
+
+def _caption_chunk(
+    ws: Workspace,
+    job: Job,
+    cap: Captioner,
+    claims: Claims,
+    chunk: Chunk,
+    mine: list[str],
+    paths: dict[str, str],
+    batch_size: int,
+    device_label: str,
+    on_units: Callable[[int], None] | None,
+) -> None:
+    """Decode the chunk's images once, caption every claimed perspective, one part per perspective."""
+    from captions.chunks import worker_id
+
+    report, dataset = job.report, job.dataset
+    need = [i for i in chunk.image_ids if any(i in chunk.missing[p] for p in mine)]
+    opened: dict[str, tuple[Any, str | None]] = {}
+    if cap.needs_images:
+        images, errors = _open_images([paths[i] for i in need])
+        opened = dict(zip(need, zip(images, errors, strict=True), strict=True))
+    err = {i: opened[i][1] for i in need} if opened else dict.fromkeys(need)
+    bs = max(batch_size, getattr(cap, "min_batch_size", 1))
+    by_p = {p: [i for i in chunk.missing[p] if err[i] is None] for p in mine}
+    seconds: dict[str, float] = dict.fromkeys(mine, 0.0)
+    texts: dict[str, list[str]] = {}
+    chunk_fn = getattr(cap, "caption_chunk", None)
+    if callable(chunk_fn):  # one engine call over all images x perspectives (vLLM)
+        t0 = time.perf_counter()
+        all_ids = [i for i in need if err[i] is None]
+        out = chunk_fn(
+            [opened[i][0] for i in all_ids] if cap.needs_images else None,
+            {p: job.specs[p] for p in mine},
+            all_ids,
+            {p: by_p[p] for p in mine},
+        )
+        dt = time.perf_counter() - t0
+        total = sum(len(v) for v in by_p.values()) or 1
+        for p in mine:
+            texts[p] = out[p]
+            seconds[p] = dt * len(by_p[p]) / total
+    for p in mine:
+        spec = job.specs[p]
+        group = job.groups[p]
+        good = by_p[p]
+        if p not in texts:
+            texts[p] = []
+            for s in range(0, len(good), bs):
+                batch = good[s : s + bs]
+                t0 = time.perf_counter()
+                texts[p] += cap.caption(
+                    [opened[i][0] for i in batch] if cap.needs_images else None, spec, batch
+                )
+                seconds[p] += time.perf_counter() - t0
+                for q in mine:
+                    claims.renew(job.groups[q], chunk.block)
+        captions = texts[p]
+        if len(captions) != len(good):
+            raise RuntimeError(
+                f"captioner {cap.name} returned {len(captions)} captions for {len(good)} images"
+            )
+        now = datetime.now(timezone.utc)
+        per = seconds[p] / max(len(good), 1)
+        base = {
+            "perspective": p,
+            "prompt_id": spec.prompt_id,
+            "prompt": spec.prompt,
+            "captioner": cap.name,
+            "model_fingerprint": cap.fingerprint,
+            "created_at": now,
+            "worker": worker_id(),
+            "device": device_label,
+        }
+        rows = []
+        for i, text in zip(good, captions, strict=True):
+            flag = flag_caption(text, spec.prompt)
+            report.flagged[p] += bool(flag)
+            rows.append({**base, "image_id": i, "caption": text, "seconds": per, "flag": flag, "error": ""})
+        for i in chunk.missing[p]:
+            if err[i] is not None:
+                rows.append(
+                    {**base, "image_id": i, "caption": "", "seconds": 0.0, "flag": "error", "error": err[i]}
+                )
+                if paths[i] not in {e[0] for e in report.errors}:
+                    report.errors.append((paths[i], err[i]))
+        if not claims.owns(group, chunk.block):  # our lease expired and another worker took the block over
+            print(
+                f"{worker_id()}: lease on {chunk.block}/{p} expired and taken over; rows dropped",
+                file=sys.stderr,
+            )
+            continue
+        write_part(ws.perspective_dir(dataset, p), rows)
+        claims.finish(group, chunk.block)
+        report.generated[p] += len(good)
+        report.seconds[p] += seconds[p]
+        if on_units is not None:
+            on_units(len(chunk.missing[p]))
 
 
 def _update_current(
@@ -403,18 +537,20 @@ def _update_current(
     lock_timeout: float,
 ) -> tuple[dict[str, str], dict[str, int]]:
     """Record the current key + fingerprint of each perspective in ``_current.json`` (read-modify-write, locked)."""
+    import pandas as pd
+
     from captions.table import current_fingerprint, current_rows, read_current_json, read_parts
     from data_manifests.schema import load_manifest
     from differ_common.io import stage_lock, write_json_atomic
 
-    in_manifest = set(load_manifest(ws.root, dataset)["image_id"])
+    in_manifest = pd.Index(load_manifest(ws.root, dataset)["image_id"].astype(object))
     fps: dict[str, str] = {}
     totals: dict[str, int] = {}
     entries: dict[str, dict[str, Any]] = {}
     for p in wanted:
         key = {"prompt_id": specs[p].prompt_id, "captioner": cap.name, "model_fingerprint": cap.fingerprint}
         cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), key)
-        cur = cur[cur["image_id"].isin(in_manifest)]
+        cur = cur[in_manifest.get_indexer(cur["image_id"].astype(object)) >= 0]
         fps[p] = current_fingerprint(cur)
         totals[p] = len(cur)
         entries[p] = {**key, "prompt": specs[p].prompt, "fingerprint": fps[p], "n_rows": totals[p]}

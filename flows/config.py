@@ -64,6 +64,13 @@ class PipelineConfig(BaseModel):
     caption_batch_size: int = Field(8, ge=1)
     trust_remote_code: bool = Field(False, description="allow a VLM's own code (hf/vllm) to run")
     device: str | None = Field(None, description="captioning/encoding device (default: auto-detect)")
+    # captioning workers (issue 18): one model per worker process and device
+    caption_workers: int | None = Field(
+        None, ge=1, description="caption worker processes (default: 1 per GPU)"
+    )
+    caption_devices: str | None = Field(None, description="GPU ids for the caption workers, e.g. 0,1,2,3")
+    caption_chunk_size: int = Field(256, ge=1, description="images per claimed caption chunk")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")
     train_config: str = Field(

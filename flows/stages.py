@@ -149,6 +149,10 @@ def caption_step(ctx: Context, runner: Any) -> None:
             batch_size=cfg.caption_batch_size,
             trust_remote_code=cfg.trust_remote_code,
             device=cfg.device,
+            workers=cfg.caption_workers,
+            devices=cfg.caption_devices,
+            chunk_size=cfg.caption_chunk_size,
+            vllm_args=cfg.vllm_args,
         )
         for p in cfg.perspectives
     }

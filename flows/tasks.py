@@ -89,7 +89,16 @@ def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, r
 # ---------------------------------------------------------------- captions
 @stage_task(
     "caption",
-    ignore=("prompts", "batch_size", "trust_remote_code", "device"),
+    ignore=(
+        "prompts",
+        "batch_size",
+        "trust_remote_code",
+        "device",
+        "workers",
+        "devices",
+        "chunk_size",
+        "vllm_args",
+    ),
     task_run_name="caption-{perspective}",
 )
 def caption_task(
@@ -106,8 +115,13 @@ def caption_task(
     batch_size: int,
     trust_remote_code: bool = False,
     device: str | None = None,
+    workers: int | None = None,
+    devices: str | None = None,
+    chunk_size: int = 256,
+    vllm_args: dict | None = None,
 ) -> dict:
-    """Caption the missing rows of one perspective; returns its current-rows fingerprint."""
+    """Caption the missing rows of one perspective (chunks claimed by ``workers`` processes, one model each);
+    returns its current-rows fingerprint."""
     from captions import caption_dataset
 
     logger = get_run_logger()
@@ -124,6 +138,10 @@ def caption_task(
         trust_remote_code=trust_remote_code,
         device=device,
         progress=progress,
+        workers=workers,
+        devices=devices,
+        chunk_size=chunk_size,
+        engine_args=vllm_args or None,
     )
     generated = int(report.generated.get(perspective, 0))
     logger.info("caption %s: %d rows generated", perspective, generated)

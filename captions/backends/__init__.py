@@ -128,14 +128,18 @@ def make_captioner(
     seed: int = 0,
     trust_remote_code: bool = False,
     device: str | None = None,
+    engine_args: dict[str, Any] | None = None,
 ) -> Captioner:
-    """Build the backend named by ``spec`` (validated now, weights loaded on first use)."""
+    """Build the backend named by ``spec`` (validated now, weights loaded on first use); ``engine_args``
+    are passed to the vLLM engine (``--vllm-arg k=v``) and refused by the other backends."""
     entry, loc = CAPTIONERS.parse(spec)
     if noise and not entry.meta.get("noise"):
         raise ConfigError(f"--noise applies to the attributes captioner only, not {spec!r}")
+    if engine_args and entry.name != "vllm":
+        raise ConfigError(f"--vllm-arg applies to the vllm captioner only, not {spec!r}")
     return entry.target(
         loc, workdir=workdir, dataset=dataset, noise=noise, seed=seed, trust_remote_code=trust_remote_code,
-        device=device,
+        device=device, engine_args=dict(engine_args or {}),
     )  # fmt: skip
 
 
@@ -158,11 +162,24 @@ def _hf(loc: str, *, trust_remote_code: bool, device: str | None, **_: Any) -> C
 
 
 @CAPTIONERS.register("vllm", arg="required", arg_help="<local VLM dir>", name_of=_model_name("vllm"))
-def _vllm(loc: str, *, trust_remote_code: bool, **_: Any) -> Captioner:
+def _vllm(loc: str, *, trust_remote_code: bool, engine_args: dict[str, Any], **_: Any) -> Captioner:
     """vLLM offline engine (optional extra, GPU)."""
     from captions.backends.vllm import VLLMCaptioner
 
-    return VLLMCaptioner(loc, trust_remote_code=trust_remote_code)
+    return VLLMCaptioner(loc, trust_remote_code=trust_remote_code, **engine_args)
+
+
+def parse_engine_args(items: list[str] | None) -> dict[str, Any]:
+    """``["tensor_parallel_size=2", "gpu_memory_utilization=0.85"]`` → a dict (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--vllm-arg {item!r}: expected key=value, e.g. tensor_parallel_size=2")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 @CAPTIONERS.register("attributes", name_of=_attributes_name, noise=True, summary="SynthCC ground truth")

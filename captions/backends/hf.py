@@ -2,7 +2,9 @@
 
 The processor's chat template puts the image before the question; a batch holds many images and one prompt,
 left-padded, decoded greedily under ``torch.inference_mode``; only the new tokens are decoded. bf16 (fp16 where
-bf16 is unsupported) on a GPU, fp32 on the CPU. A GPU out-of-memory halves the batch and retries.
+bf16 is unsupported) on a GPU, fp32 on the CPU. A GPU out-of-memory halves the batch and retries; the smaller
+size is kept for the loaded model (once per worker process). ``generate`` never runs twice at once on one model:
+threads of one process share the model and take turns (parallelism comes from worker processes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 # (path, device, dtype, trust) -> (processor, model); one entry, shared by threads captioning other perspectives
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
+_GENERATE_LOCK = threading.Lock()  # one generate at a time on the process's model
+_MAX_BATCH: dict[tuple, int] = {}  # model key -> batch size after an out-of-memory (0 = no limit)
 
 
 def pick_dtype(device: str):
@@ -59,18 +63,30 @@ class HFCaptioner:
         self.trust_remote_code = trust_remote_code
         self._device = device
         self._dtype = dtype  # "bfloat16" | "float16" | "float32"; None = bf16/fp16 on GPU, fp32 on CPU
-        self.max_batch = 0  # 0 = no limit; lowered after a GPU out-of-memory
         self.name = model_captioner_name("hf", self.path)
         self.fingerprint = model_dir_fingerprint(self.path)
 
     # ------------------------------------------------------------------ loading
-    def load(self) -> tuple[Any, Any]:
-        """The (processor, model) pair, loaded once per process from local files only."""
+    def _key(self) -> tuple:
         import torch
 
         device = pick_device(self._device)
         dtype = getattr(torch, self._dtype) if self._dtype else pick_dtype(device)
-        key = (str(self.path.resolve()), device, str(dtype), self.trust_remote_code)
+        return (str(self.path.resolve()), device, str(dtype), self.trust_remote_code)
+
+    @property
+    def max_batch(self) -> int:
+        """The batch size limit learnt from an out-of-memory for this model in this process (0 = none)."""
+        return _MAX_BATCH.get(self._key(), 0)
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        _MAX_BATCH[self._key()] = int(value)
+
+    def load(self) -> tuple[Any, Any]:
+        """The (processor, model) pair, loaded once per process from local files only."""
+        key = self._key()
+        device, dtype = key[1], key[2]
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
@@ -80,7 +96,11 @@ class HFCaptioner:
             kw = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
             try:
                 processor = AutoProcessor.from_pretrained(self.path, **kw)
-                model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=dtype, **kw)
+                import torch
+
+                model = AutoModelForImageTextToText.from_pretrained(
+                    self.path, dtype=getattr(torch, dtype.removeprefix("torch.")), **kw
+                )
             except (OSError, ValueError, KeyError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 hint = "" if self.trust_remote_code else " (custom model code needs --trust-remote-code)"
@@ -116,7 +136,8 @@ class HFCaptioner:
                 out += self.caption(images[s : s + step], spec)
             return out
         try:
-            return self._generate(images, spec)
+            with _GENERATE_LOCK:
+                return self._generate(images, spec)
         except Exception as exc:
             if not _is_oom(exc):
                 raise

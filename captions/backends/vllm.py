@@ -1,8 +1,12 @@
 """``vllm:<local dir>``: the same VLMs served by vLLM (optional extra, GPU), with prefix caching.
 
 The prompt is rendered by the model's own processor chat template with the image before the question, so the
-image tokens form a prefix that ``enable_prefix_caching`` reuses across the perspectives of an image. vLLM is
-imported only when this backend is used.
+image tokens form a prefix that ``enable_prefix_caching`` reuses across the perspectives of an image. The writer
+calls ``caption_chunk``: one ``LLM.generate`` over every image × pending perspective of a chunk (hundreds of
+requests, a picture's perspectives next to each other), so continuous batching and the prefix cache do their
+work; a process lock keeps two calls off one engine. Engine arguments (``tensor_parallel_size``,
+``gpu_memory_utilization`` ...) pass through; data parallel = one worker process per GPU. vLLM is imported only
+when this backend is used.
 """
 
 from __future__ import annotations
@@ -22,6 +26,40 @@ if TYPE_CHECKING:
 
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
+_GENERATE_LOCK = threading.Lock()  # the offline engine is not safe for concurrent generate calls
+
+
+def sampling_kwargs(spec: PerspectiveSpec) -> dict[str, Any]:
+    """``SamplingParams`` arguments of a perspective: greedy unless its generation settings sample."""
+    gen = spec.generation
+    return dict(
+        max_tokens=spec.max_new_tokens,
+        temperature=float(gen.get("temperature", 1.0)) if gen.get("do_sample") else 0.0,
+        top_p=float(gen.get("top_p", 1.0)) if gen.get("do_sample") else 1.0,
+        repetition_penalty=float(gen.get("repetition_penalty", 1.0)),
+    )
+
+
+def build_requests(
+    processor: Any,
+    images: list[Any],
+    specs: dict[str, PerspectiveSpec],
+    image_ids: list[str],
+    wanted: dict[str, list[str]],
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """``(perspective, image index, request)`` image-major: each image's pending perspectives are adjacent, and
+    every prompt starts with the image, so they share the image prefix in the cache."""
+    texts = {}
+    for p, spec in specs.items():
+        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": spec.prompt}]}]
+        texts[p] = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+    sets = {p: set(v) for p, v in wanted.items()}
+    out = []
+    for k, (img_id, im) in enumerate(zip(image_ids, images, strict=True)):
+        for p in specs:
+            if img_id in sets.get(p, ()):
+                out.append((p, k, {"prompt": texts[p], "multi_modal_data": {"image": im}}))
+    return out
 
 
 class VLLMCaptioner:
@@ -70,20 +108,31 @@ class VLLMCaptioner:
     def caption(
         self, images: list[Image.Image] | None, spec: PerspectiveSpec, image_ids: list[str] | None = None
     ) -> list[str]:
+        """One caption per image for one perspective (one ``generate`` call)."""
         if not images:
             return []
+        ids = list(image_ids) if image_ids else [str(k) for k in range(len(images))]
+        out = self.caption_chunk(images, {spec.name: spec}, ids, {spec.name: ids})
+        return out[spec.name]
+
+    def caption_chunk(
+        self,
+        images: list[Image.Image] | None,
+        specs: dict[str, PerspectiveSpec],
+        image_ids: list[str],
+        wanted: dict[str, list[str]],
+    ) -> dict[str, list[str]]:
+        """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call."""
         from vllm import SamplingParams
 
         processor, llm = self.load()
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": spec.prompt}]}]
-        text = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-        gen = spec.generation
-        params = SamplingParams(
-            max_tokens=spec.max_new_tokens,
-            temperature=float(gen.get("temperature", 1.0)) if gen.get("do_sample") else 0.0,
-            top_p=float(gen.get("top_p", 1.0)) if gen.get("do_sample") else 1.0,
-            repetition_penalty=float(gen.get("repetition_penalty", 1.0)),
-        )
-        requests = [{"prompt": text, "multi_modal_data": {"image": im}} for im in images]
-        outputs = llm.generate(requests, params, use_tqdm=False)
-        return [clean_caption(o.outputs[0].text) for o in outputs]
+        reqs = build_requests(processor, images or [], specs, image_ids, wanted)
+        params = {p: SamplingParams(**sampling_kwargs(spec)) for p, spec in specs.items()}
+        if not reqs:
+            return {p: [] for p in specs}
+        with _GENERATE_LOCK:
+            outputs = llm.generate([r for _, _, r in reqs], [params[p] for p, _, _ in reqs], use_tqdm=False)
+        got: dict[tuple[str, str], str] = {}
+        for (p, k, _), o in zip(reqs, outputs, strict=True):
+            got[(p, image_ids[k])] = clean_caption(o.outputs[0].text)
+        return {p: [got[(p, i)] for i in wanted.get(p, [])] for p in specs}

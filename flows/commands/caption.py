@@ -31,6 +31,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="allow custom model code from the model folder"
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes, one model each (default: one per visible GPU for hf/vllm, else 1)",
+    )
+    p.add_argument(
+        "--devices", default=None, help="GPU ids for the workers, e.g. 0,1,2,3 (or cpu; 0+1 = two GPUs)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads per CPU worker (default: cores / N)"
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=256, help="images per claimed chunk (all pending perspectives)"
+    )
+    p.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="vLLM engine argument, repeatable (e.g. tensor_parallel_size=2, gpu_memory_utilization=0.85)",
+    )
+    p.add_argument(
         "--on-bad-image",
         choices=("error", "skip"),
         default="error",
@@ -39,6 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from captions.backends import parse_engine_args
     from captions.writer import bad_image_error, caption_dataset
 
     report = caption_dataset(
@@ -54,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         device=args.device,
         on_bad_image="skip",  # print the counts first, then fail below when asked to
+        workers=args.workers,
+        devices=args.devices,
+        threads=args.threads,
+        chunk_size=args.chunk_size,
+        engine_args=parse_engine_args(args.vllm_arg),
     )
     print(f"captions of {args.dataset} by {report.captioner} -> {args.workdir}/captions/{args.dataset}")
     for line in report.lines():

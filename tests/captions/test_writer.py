@@ -1,4 +1,4 @@
-"""The caption writer: incremental, resumable (exceptions and SIGKILL), locked, with the §4 table layout."""
+"""The caption writer: incremental, resumable (exceptions and SIGKILL), with the §4 table layout."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from captions import caption_dataset, caption_status, read_current_captions
 from captions.attributes_captioner import AttributesCaptioner
 from captions.prompts import DEFAULT_PROMPTS
 from captions.table import part_files
-from differ_common.errors import ConfigError, DataError, DifferError
-from differ_common.io import stage_lock
+from differ_common.errors import ConfigError, DataError
 from differ_common.perspectives import PERSPECTIVES
 from differ_common.workspace import Workspace
 
@@ -129,7 +128,7 @@ def test_editing_one_prompt_regenerates_only_that_perspective(synth_ws, tmp_path
 def test_crash_after_some_batches_leaves_whole_parts_and_the_rerun_completes(synth_ws, tmp_path):
     crashing = Flaky(synth_ws, "synthcc", fail_after=10)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        caption_dataset(synth_ws, "synthcc", batch_size=2, backend=crashing)
+        caption_dataset(synth_ws, "synthcc", batch_size=2, chunk_size=2, backend=crashing)
     ws = Workspace.at(synth_ws)
     parts = [f for p in PERSPECTIVES for f in part_files(ws.perspective_dir("synthcc", p))]
     assert len(parts) == 10 and all(len(pd.read_parquet(f)) <= 2 for f in parts)
@@ -176,7 +175,8 @@ _KILL_SCRIPT = textwrap.dedent(
 
     persp = sys.argv[2] if len(sys.argv) > 2 else None
     r = caption_dataset(
-        sys.argv[1], "synthcc", persp, batch_size=1, backend=Slow(sys.argv[1], "synthcc"), show_progress=False
+        sys.argv[1], "synthcc", persp, batch_size=1, chunk_size=1, backend=Slow(sys.argv[1], "synthcc"),
+        show_progress=False,
     )
     print("GENERATED", sum(r.generated.values()))
     """
@@ -208,48 +208,6 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_one_current_row_per_image_and_
     df = _table(synth_ws)
     assert len(df) == 6 * N_TRAIN and not df.duplicated(["image_id", "perspective"]).any()
     assert caption_status(synth_ws, "synthcc")["current"].tolist() == [N_TRAIN] * 6
-
-
-def test_two_writer_processes_at_once_never_interleave(synth_ws, tmp_path):
-    script = tmp_path / "slow_caption.py"
-    script.write_text(_KILL_SCRIPT)
-    ws = Workspace.at(synth_ws)
-    gate, err_file = tmp_path / "gate", tmp_path / "second.err"
-    cmd = [sys.executable, str(script), str(synth_ws), "pose,clothing", "0.01"]
-    first = subprocess.Popen([*cmd, str(gate)], stdout=subprocess.PIPE, text=True)
-    second = None
-    try:
-        assert first.stdout.readline().strip() == "CAPTIONING"  # the first holds its locks, gated
-        with err_file.open("w") as err:
-            second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        deadline = time.monotonic() + 30
-        while "waiting" not in err_file.read_text() and second.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # the second found the first lock (PERSPECTIVES order) held and waits for it
-        lock = ws.locks() / "captions-synthcc-clothing.lock"
-        expected = f"waiting for the lock {lock}: another process is captioning synthcc/clothing"
-        assert expected in err_file.read_text().splitlines(), err_file.read_text()
-        assert first.poll() is None and not list(ws.captions_dir("synthcc").rglob("part-*.parquet"))
-    finally:
-        gate.touch()
-        out1, _ = first.communicate(timeout=120)
-        out2, _ = second.communicate(timeout=120) if second else ("", "")
-    assert first.returncode == second.returncode == 0, err_file.read_text()
-    assert "GENERATED 24" in out1 and "GENERATED 0" in out2  # after the wait, nothing was missing
-    df = _table(synth_ws)
-    assert len(df) == 2 * N_TRAIN and not df.duplicated(["image_id", "perspective"]).any()
-
-
-def test_a_second_writer_waits_or_refuses_on_the_lock(synth_ws):
-    lock = Workspace.at(synth_ws).locks() / "captions-synthcc-clothing.lock"
-    with stage_lock(lock):
-        with pytest.raises(DifferError, match="another process is running captioning synthcc/clothing"):
-            caption_dataset(synth_ws, "synthcc", perspectives=["hairstyle", "clothing"], lock_timeout=0.2)
-        # other perspectives are not blocked
-        assert caption_dataset(synth_ws, "synthcc", perspectives="pose", lock_timeout=0.2).generated == {
-            "pose": 12
-        }
-    assert not Workspace.at(synth_ws).perspective_dir("synthcc", "clothing").exists()
 
 
 def test_images_are_opened_once_per_batch_and_bad_images_become_error_rows(synth_ws):
@@ -320,12 +278,19 @@ def test_reading_api_splits_and_errors(synth_ws):
 def test_many_small_parts_are_compacted_without_losing_rows(synth_ws):
     ws = Workspace.at(synth_ws)
     caption_dataset(
-        synth_ws, "synthcc", perspectives="pose", batch_size=1, backend=Flaky(synth_ws, "synthcc")
+        synth_ws,
+        "synthcc",
+        perspectives="pose",
+        batch_size=1,
+        chunk_size=1,
+        backend=Flaky(synth_ws, "synthcc"),
     )
     folder = ws.perspective_dir("synthcc", "pose")
     assert len(part_files(folder)) == N_TRAIN  # the default threshold leaves 12 parts alone
     before = read_current_captions(synth_ws, "synthcc", ["pose"])
-    r = caption_dataset(synth_ws, "synthcc", perspectives="pose,clothing", batch_size=1, compact_threshold=4)
+    r = caption_dataset(
+        synth_ws, "synthcc", perspectives="pose,clothing", batch_size=1, chunk_size=1, compact_threshold=4
+    )
     assert r.generated == {"pose": 0, "clothing": N_TRAIN}
     assert len(part_files(folder)) == 1 and len(part_files(ws.perspective_dir("synthcc", "clothing"))) == 1
     pd.testing.assert_frame_equal(read_current_captions(synth_ws, "synthcc", ["pose"]), before)

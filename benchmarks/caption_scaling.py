@@ -1,0 +1,143 @@
+"""Caption scaling: 1 worker vs N workers on the same images (model loading excluded), and the bookkeeping cost
+of chunked captioning on a CCVID-size table, measured in one run.
+
+    python benchmarks/caption_scaling.py                         # tiny LLaVA on the CPU, 1 vs 2 workers x 1 thread
+    python benchmarks/caption_scaling.py --devices 0,0           # two workers on one GPU (benchmarks/gpu_check.sh)
+    python benchmarks/caption_scaling.py --skip-bookkeeping --model /models/llava-1.5-7b-hf --images 64
+
+Part 1 captions ``--images`` SynthCC-style images × every perspective with ``hf:<model>`` twice, in fresh
+workspaces: one worker, then ``--workers`` workers (1 thread each on a CPU), and checks the greedy captions are
+identical. Part 2 plans, claims, writes parts, compacts, resolves current rows and reads the current captions of
+``--big`` images × 3 perspectives with an instant stand-in captioner (defined here, used only here) and compares
+that cost with the model time of 8 GPUs at 50 images/s each. The last line is the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _workspace(root: Path, n: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from data_manifests.schema import finalize_manifest, write_manifest
+    from differ_common.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(n):
+        path = root / "data" / f"{k:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(path)
+        rows.append(dict(image_id=path.name, path=str(path), dataset="synthcc", split="train",
+                         raw_pid=k // 4 + 1, camid=k % 3, clothes_key=f"{k // 4}_0"))  # fmt: skip
+    write_manifest(finalize_manifest(rows), Workspace.at(root).manifest("synthcc"))
+    return root
+
+
+class Instant:
+    """A stand-in captioner for the bookkeeping measurement: no images, a constant-time answer."""
+
+    name = "instant:bench"
+    fingerprint = "instant"
+    needs_images = False
+    min_batch_size = 1
+
+    def caption(self, images, spec, image_ids):
+        return [f"{spec.name} of {i}" for i in image_ids]
+
+
+def scaling(args) -> float:
+    from captions import caption_dataset, read_current_captions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            from captions.testing import build_tiny_llava
+
+            model = str(build_tiny_llava(Path(tmp) / "tiny-llava"))
+        import torch
+
+        torch.set_num_threads(
+            args.threads
+        )  # the 1-worker run is this process: as many threads as each worker
+        times, tables = [], []
+        for n in (1, args.workers):
+            w = _workspace(Path(tmp) / f"w{n}", args.images)
+            devices = None if args.devices is None else ",".join(args.devices.split(",")[:n])
+            r = caption_dataset(
+                w, "synthcc", captioner=f"hf:{model}", workers=n if devices is None else None, devices=devices,
+                threads=args.threads, batch_size=args.batch_size, chunk_size=args.chunk_size, show_progress=False,
+                split="train",
+            )  # fmt: skip
+            times.append(r.wall_seconds)
+            tables.append(read_current_captions(w, "synthcc")[["image_id", "perspective", "caption"]])
+            print(f"{n} worker(s): {sum(r.generated.values())} captions in {r.wall_seconds:.2f}s "
+                  f"({sum(r.generated.values()) / r.wall_seconds:.1f}/s), workers {r.workers or ['in-process']}")  # fmt: skip
+        same = (
+            tables[0]
+            .sort_values(["perspective", "image_id"])
+            .reset_index(drop=True)
+            .equals(tables[1].sort_values(["perspective", "image_id"]).reset_index(drop=True))
+        )
+        print(f"identical greedy captions: {same}")
+        return times[0] / times[1]
+
+
+def bookkeeping(n: int, chunk_size: int) -> None:
+    import pandas as pd
+
+    from captions import caption_dataset, read_current_captions
+    from data_manifests.schema import finalize_manifest, write_manifest
+    from differ_common.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.at(Path(tmp) / "w")
+        rows = pd.DataFrame({"image_id": [f"s{k // 1000:04d}/{k:07d}.jpg" for k in range(n)], "dataset": "synthcc",
+                             "split": "train", "raw_pid": [k // 300 + 1 for k in range(n)], "camid": 0})  # fmt: skip
+        rows["path"] = "/nonexistent/" + rows["image_id"]
+        rows["clothes_key"] = rows["raw_pid"].astype(str)
+        write_manifest(finalize_manifest(rows.to_dict("records")), ws.manifest("synthcc"))
+        t0 = time.perf_counter()
+        r = caption_dataset(ws.root, "synthcc", "biometrics,hairstyle,clothing", backend=Instant(), batch_size=64,
+                            chunk_size=chunk_size, show_progress=False)  # fmt: skip
+        t_write = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        cur = read_current_captions(ws.root, "synthcc")
+        t_read = time.perf_counter() - t1
+        assert len(cur) == 3 * n and sum(r.generated.values()) == 3 * n
+        model_s = n / (8 * 50)
+        print(f"bookkeeping, {n} images x 3 perspectives, chunks of {chunk_size}: plan+claim+write+compact+current "
+              f"{t_write:.1f}s, read current {t_read:.1f}s; {100 * (t_write + t_read) / model_s:.1f}% of the "
+              f"{model_s:.0f}s model time of 8 GPUs at 50 images/s (goal <= 5%)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="local VLM folder (default: the tiny LLaVA, built here)")
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per CPU worker")
+    ap.add_argument("--devices", default=None, help="GPU ids, e.g. 0,0 (two workers on GPU 0) or 0,1")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--chunk-size", type=int, default=8)
+    ap.add_argument("--big", type=int, default=350_000, help="images of the bookkeeping table")
+    ap.add_argument("--big-chunk-size", type=int, default=256)
+    ap.add_argument("--skip-bookkeeping", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.skip_bookkeeping:
+        bookkeeping(args.big, args.big_chunk_size)
+    ratio = scaling(args)
+    print(f"speed-up {args.workers} workers / 1 worker: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
