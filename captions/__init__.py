@@ -5,8 +5,7 @@ Public names are imported lazily so ``import captions`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from differ_common.lazy import lazy_getattr
 
 _EXPORTS = {
     "PERSPECTIVES": "differ_common.perspectives",
@@ -26,8 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'captions' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

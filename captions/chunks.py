@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from differ_common.fingerprint import sha256_json
+from differ_common.io import pid_alive
 
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_LEASE_S = 900.0
@@ -56,20 +57,6 @@ def plan_chunks(ids: list[str], missing: dict[str, set[str]], chunk_size: int) -
         if todo:
             chunks.append(Chunk(f"{k:07d}-{sha256_json(block, 10)}", block, todo))
     return chunks
-
-
-def _pid_alive(pid: int) -> bool:
-    """Is process ``pid`` of this host running (a zombie, killed but not yet reaped, is not)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 class Claims:
@@ -116,7 +103,7 @@ class Claims:
             return True
         host, _, pid = str(info.get("owner", "")).rpartition(":")
         if host == self.host and pid.isdigit() and int(pid) != os.getpid():
-            return not _pid_alive(int(pid))
+            return not pid_alive(int(pid))
         if not info and time.time() - st.st_mtime > 5:  # created, never written (killed in between)
             return True
         return False

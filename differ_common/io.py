@@ -104,3 +104,17 @@ def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "t
         yield
     finally:
         lock.release()
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` of this host running (a zombie, killed but not yet reaped, is not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

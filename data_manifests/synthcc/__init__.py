@@ -50,8 +50,7 @@ atomically (a temporary folder renamed into place).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from differ_common.lazy import lazy_getattr
 
 _EXPORTS = {
     "SynthConfig": "data_manifests.synthcc.config",
@@ -66,8 +65,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'data_manifests.synthcc' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

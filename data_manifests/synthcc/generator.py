@@ -26,6 +26,7 @@ import pandas as pd
 from data_manifests.synthcc.attributes import ATTRIBUTE_COLUMNS, INT_ATTRIBUTES, ImageSpec, sample_images
 from data_manifests.synthcc.config import GENERATOR_VERSION, SynthConfig
 from differ_common.errors import DataError
+from differ_common.io import pid_alive
 
 FOLDER = "SynthCC"
 STAMP = "synthcc.json"
@@ -140,19 +141,9 @@ def _clean_dead_temps(root: Path) -> None:
     process may be writing its own, so those stay)."""
     for p in root.glob(f"{_TMP_PREFIX}*"):
         pid_text = p.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and (int(pid_text) == os.getpid() or _alive(int(pid_text))):
+        if pid_text.isdigit() and (int(pid_text) == os.getpid() or pid_alive(int(pid_text))):
             continue
         shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _render_chunk(

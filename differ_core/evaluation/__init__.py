@@ -10,8 +10,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from differ_common.lazy import lazy_getattr
 
 _EXPORTS = {
     "evaluate_ranking": "differ_core.evaluation.metrics",
@@ -24,8 +23,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'differ_core.evaluation.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
