@@ -24,7 +24,16 @@ from typing import Any
 from differ_common.fingerprint import sha256_json
 from differ_common.io import pid_alive
 
-DEFAULT_CHUNK_SIZE = 256
+DEFAULT_CHUNK_SIZE = 256  # the most images in one chunk
+MIN_CHUNKS = 64  # an unset chunk size gives at least this many chunks (down to 8 images each)
+
+
+def auto_chunk_size(n_images: int) -> int:
+    """The chunk size used when none is given: a function of the target size only, so that every planner of the
+    same split agrees on the blocks; small datasets get small chunks, so that several workers share them."""
+    return max(8, min(DEFAULT_CHUNK_SIZE, -(-n_images // MIN_CHUNKS)))
+
+
 DEFAULT_LEASE_S = 900.0
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captions.chunks import DEFAULT_CHUNK_SIZE, DEFAULT_LEASE_S, Chunk, Claims, key_group, plan_chunks
+from captions.chunks import DEFAULT_LEASE_S, Chunk, Claims, auto_chunk_size, key_group, plan_chunks
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError, DataError, DifferError
 from differ_common.perspectives import PERSPECTIVES
@@ -178,7 +178,7 @@ def caption_dataset(
     compact_threshold: int = 256,
     workers: int | None = None,
     devices: list[str] | str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     lease_s: float = DEFAULT_LEASE_S,
     threads: int | None = None,
     engine_args: dict[str, Any] | None = None,
@@ -202,7 +202,7 @@ def caption_dataset(
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1 (got {chunk_size})")
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image must be 'error' or 'skip' (got {on_bad_image!r})")
@@ -304,7 +304,7 @@ def _plan(
     specs: dict[str, PerspectiveSpec],
     target: pd.DataFrame,
     cap: Captioner,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> Job:
     from captions.table import current_rows, read_parts
 
@@ -341,7 +341,7 @@ def _plan(
         {p: specs[p] for p in wanted},
         keys,
         groups,
-        plan_chunks(ids, missing, chunk_size),
+        plan_chunks(ids, missing, chunk_size or auto_chunk_size(len(ids))),
         report,
     )
 

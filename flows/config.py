@@ -69,7 +69,9 @@ class PipelineConfig(BaseModel):
         None, ge=1, description="caption worker processes (default: 1 per GPU)"
     )
     caption_devices: str | None = Field(None, description="GPU ids for the caption workers, e.g. 0,1,2,3")
-    caption_chunk_size: int = Field(256, ge=1, description="images per claimed caption chunk")
+    caption_chunk_size: int | None = Field(
+        None, ge=1, description="images per claimed caption chunk (default: n/64, between 8 and 256)"
+    )
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")

@@ -43,7 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="torch threads per CPU worker (default: cores / N)"
     )
     p.add_argument(
-        "--chunk-size", type=int, default=256, help="images per claimed chunk (all pending perspectives)"
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="images per claimed chunk (all pending perspectives); default: n/64, between 8 and 256",
     )
     p.add_argument(
         "--vllm-arg",

@@ -240,3 +240,11 @@ def test_vllm_one_generate_per_chunk_image_first_engine_args_pass_through(tiny_l
         and not df.duplicated(KEY).any()
         and set(df["caption"]) <= {f"c{k}" for k in range(10)}
     )
+
+
+def test_unset_chunk_size_gives_small_datasets_enough_chunks_to_share():
+    from captions.chunks import DEFAULT_CHUNK_SIZE, auto_chunk_size
+
+    # a function of the target size only (every planner of a split agrees), so that --workers 2 on tiny SynthCC
+    # (96 training images) has 12 chunks to share, while big datasets keep full 256-image chunks
+    assert [auto_chunk_size(n) for n in (1, 96, 9_576, 17_896, 350_000)] == [8, 8, 150, 256, DEFAULT_CHUNK_SIZE]
