@@ -28,13 +28,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from differ_common.errors import ConfigError
+from differ_common.errors import ConfigError, DataError
 from differ_core.config import ModelConfig, TrainConfig
 from differ_core.grl import GradientReversal
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+class CameraIdError(DataError, ValueError):
+    """Camera ids outside the cameras the model was built for (a DataError; still a ValueError for callers)."""
 
 
 # --------------------------------------------------------------------------- backbone
@@ -306,7 +310,10 @@ class DifferModel(nn.Module):
             return None
         camids = camids.to(self.camera_embed.device).long()
         if camids.numel() and (int(camids.min()) < 0 or int(camids.max()) >= self.num_cameras):
-            raise ValueError(f"camera ids {camids.unique().tolist()} outside 0..{self.num_cameras - 1}")
+            raise CameraIdError(
+                f"camera ids {camids.unique().tolist()} outside 0..{self.num_cameras - 1}: the checkpoint was "
+                f"trained with {self.num_cameras} camera(s); pass 0-based camids of the training cameras"
+            )
         return (self.lambda_cam * self.camera_embed[camids]).to(dtype)
 
     def _run_block(self, blk: nn.Module, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:

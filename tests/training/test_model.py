@@ -47,6 +47,10 @@ def test_vit_camera_embedding_is_token_level_and_scaled():
     assert torch.allclose(off(x, torch.tensor([0, 0])), off(x, torch.tensor([1, 1])))
     with pytest.raises(ValueError, match="camera ids"):
         m(x, torch.tensor([0, 3]))
+    from differ_common.errors import DataError
+
+    with pytest.raises(DataError, match=r"camera ids \[0, 3\] outside 0..2: .*pass 0-based camids"):
+        m(x, torch.tensor([0, 3]))  # one of the project's errors: the CLI prints it as one line
 
 
 def test_cnn_camera_embedding_is_feature_level():
