@@ -26,7 +26,7 @@ import numpy as np
 
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError
-from differ_common.fingerprint import sha256_json
+from differ_common.fingerprint import package_versions, sha256_json
 from differ_common.registry import Registry
 
 DEFAULT_ENCODER = "minilm"
@@ -82,24 +82,11 @@ RUNTIME_PACKAGES = {
 }
 
 
-def installed_versions(*dists: str) -> dict[str, str]:
-    """``{distribution: installed version}``, ``"missing"`` for one that is not installed."""
-    import importlib.metadata
-
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "missing"
-    return out
-
-
 def encoder_fingerprint(spec: str) -> str:
     """Cheap fingerprint of what an encoder spec resolves to: the spec, the installed versions of the packages
     that run it, and its local files' configs and sizes."""
     kind, loc = parse_spec(spec)
-    parts: list[Any] = [spec, installed_versions(*RUNTIME_PACKAGES[kind])]
+    parts: list[Any] = [spec, package_versions(*RUNTIME_PACKAGES[kind])]
     if kind == "minilm":
         return sha256_json(parts, 16)
     for piece in loc.split("@"):

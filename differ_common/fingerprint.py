@@ -34,3 +34,16 @@ def frame_fingerprint(df, columns: list[str] | None = None, n: int = 16) -> str:
     sub = df[columns] if columns else df
     row_hashes = pd.util.hash_pandas_object(sub, index=False).sort_values().to_numpy()
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:n]
+
+
+def package_versions(*dists: str, missing: str | None = "missing") -> dict[str, str | None]:
+    """``{distribution: installed version}``; ``missing`` for one that is not installed."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for d in dists:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = missing
+    return out

@@ -13,11 +13,10 @@ import os
 import platform
 import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from differ_common.fingerprint import frame_fingerprint, sha256_file, sha256_json
+from differ_common.fingerprint import frame_fingerprint, package_versions, sha256_file, sha256_json
 
 FORMAT = 1
 RECORD = "reproduce.json"
@@ -48,13 +47,7 @@ def command() -> list[str] | None:
 
 def versions() -> dict[str, str | None]:
     """Python and the key package versions (None: not installed)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {"python": platform.python_version(), **package_versions(*PACKAGES, missing=None)}
 
 
 def git_state(repo: Path = REPO) -> dict[str, Any] | None:

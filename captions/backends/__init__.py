@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from differ_common.errors import ConfigError
-from differ_common.fingerprint import sha256_json
+from differ_common.fingerprint import package_versions, sha256_json
 from differ_common.registry import Registry
 
 if TYPE_CHECKING:
@@ -78,10 +78,9 @@ RUNTIME_PACKAGES = {"hf": ("transformers",), "vllm": ("vllm", "transformers")}
 def captioner_fingerprint(spec: str) -> str:
     """Cheap fingerprint of a captioner (or ``hf:`` summarizer) spec: the spec, the installed versions of the
     packages that run its backend, and ``model_dir_fingerprint`` of its model folder; reads no weights."""
-    from captions.encoders import installed_versions
 
     backend, _, loc = spec.partition(":")
-    parts: list[Any] = [spec, installed_versions(*RUNTIME_PACKAGES.get(backend.strip().lower(), ()))]
+    parts: list[Any] = [spec, package_versions(*RUNTIME_PACKAGES.get(backend.strip().lower(), ()))]
     if loc.strip():
         folder = Path(loc.strip()).expanduser()
         parts.append(model_dir_fingerprint(folder) if folder.is_dir() else f"missing:{folder}")

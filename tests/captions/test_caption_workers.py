@@ -247,4 +247,10 @@ def test_unset_chunk_size_gives_small_datasets_enough_chunks_to_share():
 
     # a function of the target size only (every planner of a split agrees), so that --workers 2 on tiny SynthCC
     # (96 training images) has 12 chunks to share, while big datasets keep full 256-image chunks
-    assert [auto_chunk_size(n) for n in (1, 96, 9_576, 17_896, 350_000)] == [8, 8, 150, 256, DEFAULT_CHUNK_SIZE]
+    assert [auto_chunk_size(n) for n in (1, 96, 9_576, 17_896, 350_000)] == [
+        8,
+        8,
+        150,
+        256,
+        DEFAULT_CHUNK_SIZE,
+    ]
