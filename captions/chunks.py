@@ -145,6 +145,13 @@ class Claims:
             return "mine"
         return "held"
 
+    def holder(self, group: str, block: str) -> str:
+        """The owner (host:pid) named in a block's claim file, or "" when there is none."""
+        try:
+            return str(json.loads(self._paths(group, block)[0].read_text()).get("owner", ""))
+        except (FileNotFoundError, ValueError):
+            return ""
+
     def owns(self, group: str, block: str) -> bool:
         """Is the claim still ours (not broken and taken over after our lease expired)?"""
         try:

@@ -195,46 +195,23 @@ def caption_dataset(
     ``devices``: worker processes, one model each (``captions.workers.resolve_devices``); ``threads``: torch
     threads per CPU worker; ``engine_args``: passed to the vLLM engine. Returns a CaptionReport.
     """
-    from captions.backends import make_captioner
-    from captions.prompts import load_prompts
     from captions.workers import resolve_devices
-    from data_manifests.schema import load_manifest
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError(f"--chunk-size must be >= 1 (got {chunk_size})")
     if on_bad_image not in ("error", "skip"):
         raise ConfigError(f"on_bad_image must be 'error' or 'skip' (got {on_bad_image!r})")
     ws = Workspace.at(workdir)
-    wanted = _resolve_perspectives(perspectives)
-    specs = load_prompts(prompts)
-    manifest = load_manifest(ws.root, dataset)
-    splits = _splits(manifest, split, ws.manifest(dataset))
-    target = manifest[manifest["split"].isin(splits)]
-    cap = backend or make_captioner(
-        captioner,
-        workdir=ws.root,
-        dataset=dataset,
-        noise=noise,
-        seed=seed,
-        trust_remote_code=trust_remote_code,
-        device=device,
-        engine_args=engine_args,
-    )
-    if hasattr(cap, "check_images"):
-        cap.check_images(target["image_id"].tolist())
+    job, cap, claims = prepare_job(
+        ws, dataset, perspectives, captioner, prompts, split, noise, seed, trust_remote_code, device,
+        engine_args, chunk_size, lease_s, backend,
+    )  # fmt: skip
     labels = resolve_devices(captioner if backend is None else "attributes", workers, devices, device)
     if backend is not None and len(labels) > 1:
         raise ConfigError(
             "a backend object runs in this process only: use workers=1 or pass a captioner spec"
         )
-    from differ_common.io import clean_stale_temps
-
-    for p in wanted:
-        clean_stale_temps(ws.perspective_dir(dataset, p))
-    claims = Claims(ws.locks() / "caption-claims" / dataset, lease_s=lease_s)  # plan time: before reading
-    job = _plan(ws, dataset, wanted, specs, target, cap, chunk_size)
+    wanted, specs = job.wanted, job.specs
     report = job.report
     if progress is not None:
         progress(0.0 if job.chunks else 1.0)
@@ -262,6 +239,49 @@ def caption_dataset(
     return report
 
 
+def prepare_job(
+    ws: Workspace,
+    dataset: str,
+    perspectives: list[str] | str | None,
+    captioner: str,
+    prompts: str | os.PathLike | None,
+    split: str | list[str] | None,
+    noise: float = 0.0,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    engine_args: dict[str, Any] | None = None,
+    chunk_size: int | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
+    backend: Captioner | None = None,
+) -> tuple[Job, Captioner, Claims]:
+    """The plan of ``caption_dataset`` and of the flow's chunk tasks (``captions.chunk_jobs``):
+    the captioner (built, weights not loaded), the claims (plan time: taken before the parts are read) and
+    the chunks of ``split``'s images × the perspectives still missing for them."""
+    from captions.backends import make_captioner
+    from captions.prompts import load_prompts
+    from data_manifests.schema import load_manifest
+    from differ_common.io import clean_stale_temps
+
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1 (got {chunk_size})")
+    wanted = _resolve_perspectives(perspectives)
+    specs = load_prompts(prompts)
+    manifest = load_manifest(ws.root, dataset)
+    splits = _splits(manifest, split, ws.manifest(dataset))
+    target = manifest[manifest["split"].isin(splits)]
+    cap = backend or make_captioner(
+        captioner, workdir=ws.root, dataset=dataset, noise=noise, seed=seed,
+        trust_remote_code=trust_remote_code, device=device, engine_args=engine_args,
+    )  # fmt: skip
+    if hasattr(cap, "check_images"):
+        cap.check_images(target["image_id"].tolist())
+    for p in wanted:
+        clean_stale_temps(ws.perspective_dir(dataset, p))
+    claims = Claims(ws.locks() / "caption-claims" / dataset, lease_s=lease_s)  # plan time: before reading
+    return _plan(ws, dataset, wanted, specs, target, cap, chunk_size), cap, claims
+
+
 def _compact_unless_busy(ws: Workspace, dataset: str, perspective: str, threshold: int) -> None:
     """Compact one perspective's parts; skipped when another process is compacting it right now."""
     from differ_common.errors import TransientError
@@ -277,9 +297,14 @@ def _compact_unless_busy(ws: Workspace, dataset: str, perspective: str, threshol
 
 def bad_image_error(report: CaptionReport) -> DataError:
     """One line naming the first image that failed to open, and how many did."""
-    path, reason = report.errors[0]
+    return bad_images_error(report.errors)
+
+
+def bad_images_error(errors: list[tuple[str, str]]) -> DataError:
+    """``bad_image_error`` for a list of (image path, reason)."""
+    path, reason = errors[0]
     return DataError(
-        f"{path}: cannot open image ({reason}); {len(report.errors)} image(s) failed and were recorded as "
+        f"{path}: cannot open image ({reason}); {len(errors)} image(s) failed and were recorded as "
         "error rows, the others are captioned: fix or remove them and rerun"
     )
 

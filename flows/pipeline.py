@@ -9,12 +9,12 @@ from prefect import flow, get_run_logger
 
 from differ_common.workspace import RunLayout
 from flows import artifacts
+from flows.caption_stage import caption_step, caption_threads
 from flows.config import PipelineConfig
 from flows.reproduce import record_pipeline
 from flows.stages import (
     Context,
     StageStop,
-    caption_step,
     encode_step,
     evaluate_step,
     manifest_step,
@@ -25,7 +25,8 @@ from flows.study import StudyConfig
 
 
 def task_runner_for(cfg: PipelineConfig):
-    """The runner that spreads per-perspective caption tasks: threads, or a Dask cluster."""
+    """The runner that spreads the caption chunk tasks: threads in this process (two per caption device), or a
+    Dask cluster (``dask_address``, else a local one of ``dask_workers`` processes)."""
     if cfg.task_runner == "dask":
         try:
             from prefect_dask import DaskTaskRunner
@@ -38,7 +39,7 @@ def task_runner_for(cfg: PipelineConfig):
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1})
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    return ThreadPoolTaskRunner(max_workers=max(1, min(len(cfg.perspectives), 6)))
+    return ThreadPoolTaskRunner(max_workers=caption_threads(cfg))
 
 
 def _finish(ctx: Context, title: str) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def _clean_failures(fn):
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """The DAG in dependency order; perspectives are captioned concurrently."""
+    """The DAG in dependency order; caption chunks run concurrently over the task runner."""
     from differ_common.workspace import resolve_workdir
 
     ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))

@@ -7,12 +7,11 @@ back from the workspace when a stage runs alone), submits its task and records w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flows.caching import output_present, result_storage_for
 from flows.config import PipelineConfig
-from flows.stage_calls import caption_settings, default_root, launch_options, resolve_training, run_name_for
+from flows.stage_calls import default_root, launch_options, resolve_training, run_name_for
 from flows.stage_fingerprints import (
     captioner_spec_fingerprint,
     dataset_root_signature,
@@ -23,7 +22,6 @@ from flows.stage_fingerprints import (
 from flows.stage_outputs import OUTPUT_CHECKS
 from flows.tasks import (
     GPU_TAG,
-    caption_task,
     encode_task,
     evaluate_task,
     manifest_task,
@@ -65,19 +63,20 @@ class Context:
         ctx = cls(cfg, workdir, fps["manifest_fp"], fps["caption_fps"], fps["summary_fp"], fps["features_fp"])
         return ctx
 
-    def prepared(self, task: Any, stage: str, params: dict[str, Any]) -> Any:
-        """``task`` storing results in this workspace; refreshed when the user asks or its output is gone;
-        tagged ``gpu`` when it will load a model onto a GPU (``uses_gpu``)."""
-        refresh = stage in self.cfg.refresh or not output_present(OUTPUT_CHECKS[stage], params)
+    def prepared(self, task: Any, stage: str, params: dict[str, Any], force: bool = False) -> Any:
+        """``task`` storing results in this workspace; refreshed when the user asks, its output is gone or the
+        caller knows its inputs changed on disk (``force``); tagged ``gpu`` and ``gpu:<id>`` when it will load
+        a model onto a GPU (``stage_tags``)."""
+        refresh = force or stage in self.cfg.refresh or not output_present(OUTPUT_CHECKS[stage], params)
         return task.with_options(
             result_storage=result_storage_for(self.workdir),
             refresh_cache=refresh or None,
-            tags={GPU_TAG} if uses_gpu(self.cfg, stage) else set(),
+            tags=stage_tags(self.cfg, stage),
         )
 
-    def call(self, task: Any, stage: str, **params: Any) -> Any:
+    def call(self, task: Any, stage: str, force: bool = False, **params: Any) -> Any:
         """Run ``task`` with ``params`` (cached by them) and return its final state."""
-        return self.prepared(task, stage, params)(**params, return_state=True)
+        return self.prepared(task, stage, params, force)(**params, return_state=True)
 
     def record(self, stage: str, state: Any, details: str = "", counts: dict[str, int] | None = None) -> None:
         """Note what a stage did; ``counts`` are the rows it computed (zero when reused)."""
@@ -109,6 +108,21 @@ def uses_gpu(cfg: PipelineConfig, stage: str) -> bool:
     return bool(torch.cuda.is_available())
 
 
+def gpu_tags(device_ids: list[str]) -> set[str]:
+    """``gpu`` plus one ``gpu:<id>`` per GPU a task occupies (tag concurrency limits: docs/gpu_recipe.md §5)."""
+    return {GPU_TAG, *(f"{GPU_TAG}:{i}" for i in device_ids)}
+
+
+def stage_tags(cfg: PipelineConfig, stage: str) -> set[str]:
+    """The tags of a stage's task: ``gpu_tags`` of the GPUs it loads a model onto (``uses_gpu``): the first
+    GPU (auto-detection picks ``cuda``), training with ``processes`` N the first N. The caption stage's own
+    tasks (plan, finish) load no model; its chunk tasks carry their device's tags (``caption_stage.chunk_tags``)."""
+    if stage == "caption" or not uses_gpu(cfg, stage):
+        return set()
+    n = cfg.processes if stage == "train" else 1
+    return gpu_tags([str(k) for k in range(n)])
+
+
 def manifest_step(ctx: Context) -> None:
     cfg = ctx.cfg
     root = cfg.root or default_root(ctx.workdir, cfg.dataset)
@@ -127,46 +141,6 @@ def manifest_step(ctx: Context) -> None:
     ctx.manifest_fp = out["fingerprint"]
     ctx.outputs["manifest"] = out["path"]
     ctx.record("manifest", st, out["path"])
-
-
-def caption_step(ctx: Context, runner: Any) -> None:
-    """One task per perspective, spread by ``runner`` (threads or a Dask cluster)."""
-    cfg = ctx.cfg
-    prompt_ids = caption_settings(cfg)
-    captioner_fp = captioner_spec_fingerprint(cfg.captioner)
-    params = {
-        p: dict(
-            workdir=ctx.workdir,
-            dataset=cfg.dataset,
-            perspective=p,
-            manifest_fp=ctx.manifest_fp,
-            captioner=cfg.captioner,
-            captioner_fp=captioner_fp,
-            prompt_id=prompt_ids[p],
-            prompts=cfg.prompts,
-            split=cfg.split,
-            noise=cfg.caption_noise,
-            batch_size=cfg.caption_batch_size,
-            trust_remote_code=cfg.trust_remote_code,
-            device=cfg.device,
-            workers=cfg.caption_workers,
-            devices=cfg.caption_devices,
-            chunk_size=cfg.caption_chunk_size,
-            vllm_args=cfg.vllm_args,
-        )
-        for p in cfg.perspectives
-    }
-    futures = {
-        p: runner.submit(ctx.prepared(caption_task, "caption", kw), parameters=kw) for p, kw in params.items()
-    }
-    for f in futures.values():
-        f.wait()
-    for p, f in futures.items():
-        out = result_of(f"caption/{p}", f.state)
-        ctx.caption_fps[p] = out["fingerprint"]
-        generated = 0 if f.state.name == "Cached" else out["generated"]
-        ctx.record(f"caption/{p}", f.state, f"{out['n_rows']} rows, {generated} generated", {p: generated})
-    ctx.outputs["captions"] = str(Path(ctx.workdir) / "captions" / cfg.dataset)
 
 
 def summarize_step(ctx: Context) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-from captions.table import read_current_json
 from differ_common.errors import DifferError, StageFailed, TransientError
 from differ_common.fingerprint import sha256_file
 from differ_common.workspace import Workspace
@@ -48,7 +48,8 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def stage_task(stage: str, ignore: tuple[str, ...] = (), **task_kwargs: Any):
-    """Decorator: a cached, retried Prefect task whose permanent DifferError becomes a clean Failed state."""
+    """Decorator: a cached, retried Prefect task whose permanent DifferError becomes a clean Failed state
+    (``task_kwargs`` add to or replace the defaults, e.g. ``cache_policy=NO_CACHE``)."""
 
     def wrap(fn: Callable[..., dict[str, Any]]):
         @functools.wraps(fn)
@@ -62,16 +63,16 @@ def stage_task(stage: str, ignore: tuple[str, ...] = (), **task_kwargs: Any):
                 get_run_logger().error(msg)
                 return Failed(message=msg, data=StageFailed(msg))
 
-        return task(
-            name=f"differ-{stage}",
-            cache_policy=stage_cache_policy(ignore),
-            persist_result=True,
-            result_serializer="json",
-            retries=2,
-            retry_delay_seconds=[5, 30],
-            retry_condition_fn=_retry_condition,
-            **task_kwargs,
-        )(body)
+        options: dict[str, Any] = {
+            "name": f"differ-{stage}",
+            "cache_policy": stage_cache_policy(ignore),
+            "persist_result": True,
+            "result_serializer": "json",
+            "retries": 2,
+            "retry_delay_seconds": [5, 30],
+            "retry_condition_fn": _retry_condition,
+        }
+        return task(**{**options, **task_kwargs})(body)
 
     return wrap
 
@@ -87,20 +88,48 @@ def manifest_task(workdir: str, dataset: str, root: str | None, options: dict, r
 
 
 # ---------------------------------------------------------------- captions
+# The caption stage is three kinds of task (flows/caption_stage.py): one plan, one task per chunk of images ×
+# pending perspectives (mapped over the task runner; never cached: the chunk claims decide what is left), and one
+# finishing task per perspective, cached by that perspective's inputs (so downstream caching stays per perspective).
+@stage_task("caption", cache_policy=NO_CACHE, persist_result=False, task_run_name="caption-plan")
+def caption_plan_task(
+    workdir: str,
+    dataset: str,
+    perspectives: list[str],
+    captioner: str,
+    prompts: str | None,
+    split: str,
+    noise: float,
+    trust_remote_code: bool = False,
+    chunk_size: int | None = None,
+    vllm_args: dict | None = None,
+) -> dict:
+    """Plan the chunks of every perspective's missing rows (``captions.chunk_jobs.plan_job``)."""
+    from captions.chunk_jobs import plan_job
+
+    return plan_job(
+        workdir, dataset, perspectives, captioner=captioner, prompts=prompts, split=split, noise=noise,
+        trust_remote_code=trust_remote_code, engine_args=vllm_args or None, chunk_size=chunk_size,
+    )  # fmt: skip
+
+
 @stage_task(
-    "caption",
-    ignore=(
-        "prompts",
-        "batch_size",
-        "trust_remote_code",
-        "device",
-        "workers",
-        "devices",
-        "chunk_size",
-        "vllm_args",
-    ),
-    task_run_name="caption-{perspective}",
+    "caption", cache_policy=NO_CACHE, persist_result=False, task_run_name="caption-chunk-{chunk[block]}"
 )
+def caption_chunk_task(
+    job: dict, chunk: dict, device: str, batch_size: int, threads: int | None = None
+) -> dict:
+    """Caption one chunk on one device (``captions.chunk_jobs.caption_chunk``); says which of its perspectives
+    it skipped because they were done or held by another claimant."""
+    from captions.chunk_jobs import caption_chunk
+
+    out = caption_chunk(job, chunk, device=device, batch_size=batch_size, threads=threads)
+    for p, why in out["skipped"].items():
+        get_run_logger().info("chunk %s/%s skipped: %s", out["block"], p, why)
+    return out
+
+
+@stage_task("caption", ignore=("prompts", "trust_remote_code"), task_run_name="caption-{perspective}")
 def caption_task(
     workdir: str,
     dataset: str,
@@ -112,63 +141,17 @@ def caption_task(
     prompts: str | None,
     split: str,
     noise: float,
-    batch_size: int,
     trust_remote_code: bool = False,
-    device: str | None = None,
-    workers: int | None = None,
-    devices: str | None = None,
-    chunk_size: int = 256,
-    vllm_args: dict | None = None,
 ) -> dict:
-    """Caption the missing rows of one perspective (chunks claimed by ``workers`` processes, one model each);
-    returns its current-rows fingerprint."""
-    from captions import caption_dataset
+    """Finish one perspective once its chunks are written: compact its parts, record its current rows in
+    ``_current.json``; returns its current-rows fingerprint."""
+    from captions.chunk_jobs import finish_perspectives
 
-    logger = get_run_logger()
-    progress = _progress(perspective)
-    report = caption_dataset(
-        workdir,
-        dataset,
-        perspectives=[perspective],
-        captioner=captioner,
-        prompts=prompts,
-        split=split,
-        batch_size=batch_size,
-        noise=noise,
+    out = finish_perspectives(
+        workdir, dataset, [perspective], captioner=captioner, prompts=prompts, noise=noise,
         trust_remote_code=trust_remote_code,
-        device=device,
-        progress=progress,
-        workers=workers,
-        devices=devices,
-        chunk_size=chunk_size,
-        engine_args=vllm_args or None,
-    )
-    generated = int(report.generated.get(perspective, 0))
-    logger.info("caption %s: %d rows generated", perspective, generated)
-    current = read_current_json(workdir, dataset)[perspective]
-    return {
-        "perspective": perspective,
-        "fingerprint": current["fingerprint"],
-        "n_rows": int(current.get("n_rows", 0)),
-        "generated": generated,
-    }
-
-
-def _progress(perspective: str) -> Callable[[float], None]:
-    """Run-log lines every 10%, plus a Prefect progress artifact when there is an API to write it to."""
-    log_line = ProgressLog(f"caption {perspective}", get_run_logger().info)
-    try:
-        from flows.artifacts import CaptionProgress
-
-        artifact = CaptionProgress(perspective)
-    except Exception:  # noqa: BLE001 - no API to write artifacts to is fine
-        return log_line
-
-    def both(fraction: float) -> None:
-        log_line(fraction)
-        artifact(fraction)
-
-    return both
+    )[perspective]  # fmt: skip
+    return {"perspective": perspective, "fingerprint": out["fingerprint"], "n_rows": int(out["n_rows"])}
 
 
 @stage_task("summarize")

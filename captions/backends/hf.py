@@ -3,8 +3,9 @@
 The processor's chat template puts the image before the question; a batch holds many images and one prompt,
 left-padded, decoded greedily under ``torch.inference_mode``; only the new tokens are decoded. bf16 (fp16 where
 bf16 is unsupported) on a GPU, fp32 on the CPU. A GPU out-of-memory halves the batch and retries; the smaller
-size is kept for the loaded model (once per worker process). ``generate`` never runs twice at once on one model:
-threads of one process share the model and take turns (parallelism comes from worker processes).
+size is kept for the loaded model (once per worker process and device). ``generate`` never runs twice at once on
+one model: threads of one process on one device share its model and take turns (``captions.device_cache``); a
+process keeps one model per device.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
+from captions.device_cache import device_lock
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError, DifferError
 
@@ -22,10 +24,9 @@ if TYPE_CHECKING:
 
     from captions.prompts import PerspectiveSpec
 
-# (path, device, dtype, trust) -> (processor, model); one entry, shared by threads captioning other perspectives
+# (path, device, dtype, trust) -> (processor, model); one entry per device, shared by the threads using it
 _CACHE: dict[tuple, tuple[Any, Any]] = {}
 _CACHE_LOCK = threading.Lock()
-_GENERATE_LOCK = threading.Lock()  # one generate at a time on the process's model
 _MAX_BATCH: dict[tuple, int] = {}  # model key -> batch size after an out-of-memory (0 = no limit)
 
 
@@ -84,40 +85,45 @@ class HFCaptioner:
         _MAX_BATCH[self._key()] = int(value)
 
     def load(self) -> tuple[Any, Any]:
-        """The (processor, model) pair, loaded once per process from local files only."""
+        """The (processor, model) pair, loaded once per process and device from local files only."""
         key = self._key()
-        device, dtype = key[1], key[2]
-        with _CACHE_LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
-            _CACHE.clear()
-            from transformers import AutoModelForImageTextToText, AutoProcessor
-
-            kw = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
-            try:
-                processor = AutoProcessor.from_pretrained(self.path, **kw)
-                import torch
-
-                model = AutoModelForImageTextToText.from_pretrained(
-                    self.path, dtype=getattr(torch, dtype.removeprefix("torch.")), **kw
-                )
-            except (OSError, ValueError, KeyError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                hint = "" if self.trust_remote_code else " (custom model code needs --trust-remote-code)"
-                raise ConfigError(
-                    f"{self.path}: cannot load as an image-text-to-text model: {first}{hint}"
-                ) from exc
-            tok = getattr(processor, "tokenizer", None)
-            if tok is None or getattr(processor, "chat_template", None) is None:
-                raise ConfigError(
-                    f"{self.path}: the processor has no tokenizer or chat template; not a chat VLM"
-                )
-            tok.padding_side = "left"  # generation appends on the right: pad on the left
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
+        device = key[1]
+        with device_lock(device):  # one load per device at a time; other devices keep captioning
+            with _CACHE_LOCK:
+                if key in _CACHE:
+                    return _CACHE[key]
+                for other in [k for k in _CACHE if k[1] == device]:  # free the device for the new model
+                    del _CACHE[other]
+            processor, model = self._load_files()
             model = model.to(device).eval()
-            _CACHE[key] = (processor, model)
+            with _CACHE_LOCK:
+                _CACHE[key] = (processor, model)
             return processor, model
+
+    def _load_files(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        kw = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
+        try:
+            processor = AutoProcessor.from_pretrained(self.path, **kw)
+            import torch
+
+            model = AutoModelForImageTextToText.from_pretrained(
+                self.path, dtype=getattr(torch, self._key()[2].removeprefix("torch.")), **kw
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            hint = "" if self.trust_remote_code else " (custom model code needs --trust-remote-code)"
+            raise ConfigError(
+                f"{self.path}: cannot load as an image-text-to-text model: {first}{hint}"
+            ) from exc
+        tok = getattr(processor, "tokenizer", None)
+        if tok is None or getattr(processor, "chat_template", None) is None:
+            raise ConfigError(f"{self.path}: the processor has no tokenizer or chat template; not a chat VLM")
+        tok.padding_side = "left"  # generation appends on the right: pad on the left
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return processor, model
 
     # ------------------------------------------------------------------ generation
     def caption(
@@ -136,7 +142,7 @@ class HFCaptioner:
                 out += self.caption(images[s : s + step], spec)
             return out
         try:
-            with _GENERATE_LOCK:
+            with device_lock(self._key()[1]):  # one generate at a time on this device's model
                 return self._generate(images, spec)
         except Exception as exc:
             if not _is_oom(exc):
