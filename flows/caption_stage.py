@@ -136,7 +136,8 @@ class Tally:
 
     def add(self, out: dict[str, Any]) -> None:
         for p, n in out["generated"].items():
-            self.generated[p] = self.generated.get(p, 0) + int(n)
+            if n:
+                self.generated[p] = self.generated.get(p, 0) + int(n)
         self.errors += [(str(a), str(b)) for a, b in out["errors"] if a not in {e[0] for e in self.errors}]
         self.workers.add(f"{out['worker']}@{out['device']}")
 

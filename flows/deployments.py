@@ -24,16 +24,27 @@ DEPLOYMENTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-# Every stage loads its model onto the first GPU (`cuda`) and multi-process training takes all of them, so by
-# default one GPU task runs at a time on a machine; raise it with `differ serve --gpu-slots N`.
-DEFAULT_GPU_SLOTS = 1
+def gpu_device_ids() -> list[str]:
+    """The GPU ids whose ``gpu:<id>`` tag limits ``differ serve`` makes sure of: the GPUs visible here and the
+    ids named by the deployments' ``caption_devices``."""
+    import torch
+
+    from captions.workers import resolve_devices
+
+    ids = {str(k) for k in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)}
+    for params in DEPLOYMENTS.values():
+        for label in resolve_devices("attributes", None, params.get("caption_devices"), None):
+            if label.startswith("cuda:"):
+                ids.update(label.removeprefix("cuda:").split("+"))
+    return sorted(ids, key=int)
 
 
-def ensure_gpu_limit(slots: int | None = None) -> int | None:
-    """Make sure task runs tagged ``gpu`` have a tag concurrency limit; returns the limit now in force.
+def ensure_gpu_limits(slots: int | None = None, device_ids: list[str] | None = None) -> dict[str, int] | None:
+    """Make sure the tag concurrency limits of GPU task runs exist; returns the limits now in force.
 
-    ``slots``: set the limit to that many concurrent task runs; ``None`` keeps an existing limit (or creates
-    ``DEFAULT_GPU_SLOTS``); ``0`` leaves the limits alone and returns ``None``.
+    ``gpu``: ``slots`` concurrent task runs; ``None`` keeps an existing limit, else creates one slot per GPU (at
+    least 1). ``gpu:<id>``: one task run at a time on each GPU of ``device_ids`` (default ``gpu_device_ids()``),
+    created when missing, an existing one kept. ``slots=0`` leaves every limit alone and returns ``None``.
     """
     if slots == 0:
         return None
@@ -42,14 +53,22 @@ def ensure_gpu_limit(slots: int | None = None) -> int | None:
 
     from flows.tasks import GPU_TAG
 
+    ids = gpu_device_ids() if device_ids is None else list(device_ids)
+    out: dict[str, int] = {}
     with get_client(sync_client=True) as client:
-        if slots is None:
+
+        def kept(tag: str, default: int) -> int:
             try:
-                return int(client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit)
+                return int(client.read_concurrency_limit_by_tag(tag).concurrency_limit)
             except ObjectNotFound:
-                slots = DEFAULT_GPU_SLOTS
-        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
-    return slots
+                return default
+
+        wanted = {GPU_TAG: slots if slots is not None else kept(GPU_TAG, max(1, len(ids)))}
+        wanted.update({f"{GPU_TAG}:{i}": kept(f"{GPU_TAG}:{i}", 1) for i in ids})
+        for tag, limit in wanted.items():
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)  # creates or updates
+            out[tag] = limit
+    return out
 
 
 def runner_deployments() -> list[Any]:

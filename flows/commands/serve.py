@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="concurrent task runs tagged gpu (a tag concurrency limit; default: keep the existing one, "
-        "else 1; 0: leave the limits alone)",
+        "else one per visible GPU; each GPU's own tag gpu:<id> gets a limit of 1; 0: leave the limits alone)",
     )
 
 
@@ -22,14 +22,19 @@ def run(args: argparse.Namespace) -> int:
     apply_offline_defaults(quiet=False)
     from prefect import serve
 
-    from flows.deployments import ensure_gpu_limit, runner_deployments
+    from flows.deployments import ensure_gpu_limits, runner_deployments
 
     if args.gpu_slots is not None and args.gpu_slots < 0:
         from differ_common.errors import ConfigError
 
         raise ConfigError(f"--gpu-slots {args.gpu_slots}: give a number >= 0")
-    slots = ensure_gpu_limit(args.gpu_slots)
-    if slots is not None:
-        print(f"differ serve: at most {slots} task run(s) tagged gpu at a time (--gpu-slots)", flush=True)
+    limits = ensure_gpu_limits(args.gpu_slots)
+    if limits is not None:
+        per_gpu = sorted(t for t in limits if ":" in t)
+        print(
+            f"differ serve: at most {limits['gpu']} task run(s) tagged gpu at a time (--gpu-slots)"
+            + (f", one at a time on each of {', '.join(per_gpu)}" if per_gpu else ""),
+            flush=True,
+        )
     serve(*runner_deployments(), limit=args.limit)
     return 0

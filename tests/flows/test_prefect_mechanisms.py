@@ -169,7 +169,7 @@ def test_in_process_training_progress_goes_to_the_log(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- gpu tag and limit
-def test_gpu_tag_only_on_tasks_that_load_a_model_onto_a_gpu(tmp_path, monkeypatch):
+def test_gpu_tags_only_on_tasks_that_load_a_model_onto_a_gpu(tmp_path, monkeypatch):
     import torch
 
     from flows.stages import Context
@@ -182,32 +182,37 @@ def test_gpu_tag_only_on_tasks_that_load_a_model_onto_a_gpu(tmp_path, monkeypatc
         return set(ctx.prepared(task, stage, {"workdir": w, "dataset": "synthcc", "run_name": "r"}).tags)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert tags(encode_task, "encode") == tags(train_task, "train") == {"gpu"}
-    assert tags(caption_task, "caption", captioner="hf:/m/llava") == {"gpu"}
-    assert tags(caption_task, "caption", captioner="hf:/m/llava", device="cpu") == set()
-    assert tags(caption_task, "caption") == set()  # the attributes captioner loads no model
+    assert tags(encode_task, "encode") == tags(train_task, "train") == {"gpu", "gpu:0"}
+    assert tags(train_task, "train", processes=3) == {"gpu", "gpu:0", "gpu:1", "gpu:2"}  # one per rank
+    assert tags(caption_task, "caption", captioner="hf:/m/llava") == set()  # finishing loads no model
     assert tags(manifest_task, "manifest") == set()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert tags(encode_task, "encode") == tags(train_task, "train") == set()
-    assert tags(caption_task, "caption", captioner="hf:/m/llava", device="cuda:1") == {"gpu"}
 
 
-def test_differ_serve_makes_sure_the_gpu_limit_exists():
+def test_differ_serve_makes_sure_the_gpu_limits_exist():
     from prefect.client.orchestration import get_client
 
-    from flows.deployments import DEFAULT_GPU_SLOTS, ensure_gpu_limit
+    from flows.deployments import ensure_gpu_limits
+
+    def limit(tag: str) -> int:
+        return client.read_concurrency_limit_by_tag(tag).concurrency_limit
 
     with get_client(sync_client=True) as client:
         try:
-            assert ensure_gpu_limit() == DEFAULT_GPU_SLOTS  # none yet: created
-            assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == DEFAULT_GPU_SLOTS
+            # none yet: one slot per GPU, and one task at a time on each GPU
+            assert ensure_gpu_limits(device_ids=["0", "1"]) == {"gpu": 2, "gpu:0": 1, "gpu:1": 1}
+            assert limit("gpu") == 2 and limit("gpu:0") == limit("gpu:1") == 1
             client.create_concurrency_limit(tag="gpu", concurrency_limit=3)
-            assert ensure_gpu_limit() == 3  # the operator's own limit is kept
-            assert ensure_gpu_limit(2) == 2  # --gpu-slots 2 sets it
-            assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 2
-            assert ensure_gpu_limit(0) is None
+            client.create_concurrency_limit(tag="gpu:1", concurrency_limit=2)
+            kept = ensure_gpu_limits(device_ids=["0", "1"])
+            assert kept == {"gpu": 3, "gpu:0": 1, "gpu:1": 2}  # the operator's own limits are kept
+            assert ensure_gpu_limits(2, device_ids=["0", "1"])["gpu"] == 2  # --gpu-slots 2 sets it
+            assert limit("gpu") == 2
+            assert ensure_gpu_limits(0, device_ids=["0"]) is None
         finally:
-            client.delete_concurrency_limit_by_tag("gpu")
+            for tag in ("gpu", "gpu:0", "gpu:1"):
+                client.delete_concurrency_limit_by_tag(tag)
 
 
 # ---------------------------------------------------------------- CLI
