@@ -167,6 +167,36 @@ BUGS: tuple[Bug, ...] = (
         ("tests/captions/test_writer.py",),
     ),
     Bug(
+        "chunk-task-without-device-tag",
+        "a caption chunk task on a GPU carries the gpu tag only, not its device's gpu:<id> (no per-GPU limit)",
+        "flows/caption_stage.py",
+        'return gpu_tags(label.removeprefix("cuda").removeprefix(":").split("+") if ":" in label else ["0"])',
+        "return gpu_tags([])",
+        (
+            "tests/flows/test_caption_chunks.py::test_chunk_tasks_go_round_robin_over_the_devices_and_carry_their_gpu_tags",
+        ),
+    ),
+    Bug(
+        "caption-finish-never-cached",
+        "every perspective's finishing task is refreshed, so an unchanged perspective recomputes downstream",
+        "flows/caption_stage.py",
+        'force=any(p in c["missing"] for c in chunks),',
+        "force=True,",
+        (
+            "tests/flows/test_caption_chunks.py::test_the_caption_stage_maps_one_task_per_chunk_and_keeps_per_perspective_fingerprints",
+        ),
+    ),
+    Bug(
+        "held-chunks-never-retried",
+        "the flow's caption step drops the chunks another process held instead of waiting for them",
+        "flows/caption_stage.py",
+        "pending = held",
+        "pending = []",
+        (
+            "tests/flows/test_caption_chunks.py::test_a_chunk_held_by_a_live_claimant_is_skipped_then_waited_for",
+        ),
+    ),
+    Bug(
         "single-shot-spread-from-one-draw",
         "single-shot PRCC reports the std of its first gallery draw only (always 0) instead of over all draws",
         "differ_core/evaluation/protocols.py",
