@@ -40,14 +40,19 @@ def chunk_devices(cfg: PipelineConfig) -> list[str]:
     """The device label of each chunk slot (chunk k runs on ``labels[k % len(labels)]``): the configured
     ``caption_devices`` / ``caption_workers`` (``captions.workers.resolve_devices``); on a Dask cluster otherwise
     the device each worker process sees (``auto``: one worker per GPU, e.g. dask-cuda); with threads otherwise one
-    slot per GPU visible here (``cfg.device`` when given)."""
+    slot per GPU visible here (``cfg.device`` when given). vLLM holds one engine per process, so with threads it
+    gets the first slot only (spread vLLM over GPUs with a Dask cluster of one worker per GPU)."""
     from captions.workers import resolve_devices
 
     if cfg.caption_devices or cfg.caption_workers:
-        return resolve_devices(cfg.captioner, cfg.caption_workers, cfg.caption_devices, cfg.device)
-    if cfg.task_runner == "dask" or not _uses_model(cfg):
+        labels = resolve_devices(cfg.captioner, cfg.caption_workers, cfg.caption_devices, cfg.device)
+    elif cfg.task_runner == "dask" or not _uses_model(cfg):
         return [cfg.device or "auto"]
-    return resolve_devices(cfg.captioner, None, None, cfg.device)
+    else:
+        labels = resolve_devices(cfg.captioner, None, None, cfg.device)
+    if cfg.task_runner != "dask" and cfg.captioner.startswith("vllm:"):
+        return labels[:1]  # one vLLM engine per process: threads share the flow process's one engine
+    return labels
 
 
 def chunk_tags(cfg: PipelineConfig, label: str) -> set[str]:

@@ -79,6 +79,9 @@ def test_chunk_tasks_go_round_robin_over_the_devices_and_carry_their_gpu_tags(mo
     assert chunk_tags(hf, "cuda") == {"gpu", "gpu:0"} and chunk_tags(hf, "cpu") == set()
     assert chunk_tags(PipelineConfig(caption_devices="0,1"), "cuda:0") == set()  # attributes: no model
     assert chunk_devices(PipelineConfig(captioner="hf:/m/llava", caption_workers=2)) == ["cpu", "cpu"]
+    assert chunk_devices(PipelineConfig(captioner="vllm:/m/llava", caption_devices="0,1")) == [
+        "cuda:0"
+    ]  # one engine
     dask = PipelineConfig(captioner="vllm:/m/llava", task_runner="dask")
     assert chunk_devices(dask) == ["auto"] and chunk_tags(dask, "auto") == {"gpu"}  # the worker's own GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
