@@ -2,9 +2,10 @@
 
 It finds the manifest images (of ``split``) without a current row for each perspective's ``prompt_id`` +
 captioner and plans chunks: blocks of ``chunk_size`` images × their missing perspectives (``captions.chunks``).
-A worker (this process, or one process per device: ``captions.workers``) claims a chunk, decodes each image
-once, captions every claimed perspective in batches (or in one engine call, ``caption_chunk``) and appends one
-Parquet part per perspective, written atomically, then marks it done. A kill loses at most the chunk in flight;
+A worker (this process, one process per device: ``captions.workers``, or a task of the Prefect flow:
+``captions.chunk_jobs``) claims a chunk, decodes each image once, captions every claimed perspective in batches
+(or in one engine call, ``caption_chunk``) and appends one Parquet part per perspective, written atomically, then
+marks it done. A kill loses at most the chunk in flight;
 its claim is taken over once its owner is gone, and a rerun generates only what is still missing.
 """
 

@@ -1,7 +1,8 @@
-"""Prefect tasks: one per stage, each a thin call into its package, returning paths and fingerprints.
+"""Prefect tasks: one per stage (the caption stage: a plan, one task per chunk, one finishing task per
+perspective), each a thin call into its package, returning paths and fingerprints.
 
-Every task takes only strings, numbers and small dicts (the fingerprints of what it reads), so its cache
-key is exactly its inputs plus its own source (``flows.caching.stage_cache_policy``). A stage's own
+Every task takes only strings, numbers and small dicts (the fingerprints of what it reads; a caption chunk's
+image ids), so its cache key is exactly its inputs plus its own source (``flows.caching.stage_cache_policy``). A stage's own
 ``DifferError`` becomes a Failed state with that one-line message (no traceback wall); transient errors are
 retried, chosen by type (``is_transient``), never by message text.
 """
