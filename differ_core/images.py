@@ -193,3 +193,23 @@ def open_images(
         return DiskImages(paths, size, threads, num_workers)
     mm = ic.open_image_cache(workdir, name, paths, image_ids, size, threads, log, key=key)
     return ArrayImages(mm, "mapped")
+
+
+def cached_source(
+    data_cfg: Any,
+    workdir: str | os.PathLike | None,
+    name: str,
+    paths: list[str],
+    image_ids: list[str],
+    size: tuple[int, int],
+    log: Callable[[str], None] = print,
+) -> ImageSource | None:
+    """For evaluation and extraction: the shared cache when ``data_cfg.image_cache`` is ``auto``/``disk`` and it
+    fits, else None (the caller decodes per batch: evaluation never holds all images)."""
+    if workdir is None or data_cfg.image_cache not in ("auto", "disk") or not paths:
+        return None
+    src = open_images(
+        workdir, name, paths, image_ids, size, mode=data_cfg.image_cache, max_gb=data_cfg.image_cache_max_gb,
+        threads=data_cfg.decode_threads, num_workers=0, log=log,
+    )  # fmt: skip
+    return src if src.kind == "mapped" else None
