@@ -24,6 +24,7 @@ from differ_core.decode import RESIZE_POLICY, decode_blocks
 
 KEY_FORMAT = 1
 FREE_DISK_MARGIN = 512 << 20  # bytes left free on the cache's disk after writing it
+BLOCK_BYTES = 2 << 20  # decoded bytes the writer holds at a time
 
 
 def image_key(paths: list[str], size: tuple[int, int]) -> str:
@@ -78,7 +79,7 @@ def open_image_cache(
     def blocks():
         log(f"writing the image cache {path} ({len(paths)} images at {size[0]}x{size[1]}, "
             f"{cache_bytes(len(paths), size) / 2**20:.0f} MiB), once for every process and run")  # fmt: skip
-        return decode_blocks(paths, size, threads)
+        return decode_blocks(paths, size, threads, block=max(1, BLOCK_BYTES // cache_bytes(1, size)))
 
     mm, _ = open_shared_array(
         path, key, (len(paths), 3, size[0], size[1]), "uint8", blocks,
