@@ -1,10 +1,14 @@
-"""Training data-path throughput: images decoded once and kept in memory vs decoded from disk per item.
+"""Training data-path throughput: images decoded once (in memory, or in the shared memory-mapped cache) vs
+decoded from disk per item.
 
-Both paths produce the same augmented, normalised batches (flip, pad + crop, random erasing) for the same P×K
+The paths produce the same augmented, normalised batches (flip, pad + crop, random erasing) for the same P×K
 batches of the identity sampler, in the same process:
 
-* **in-memory** (ours, :mod:`differ_core.data`): every image decoded once at the training size into one uint8
-  tensor; a step gathers its batch by index and augments it as tensors;
+* **in-memory** (``data.image_cache=memory``): every image decoded once at the training size into one uint8
+  tensor of this process; a step gathers its batch by index and augments it as tensors;
+* **memory-mapped cache** (the default, :mod:`differ_core.image_cache`): the same uint8 rows in one shared file
+  written once (its writing is timed separately), mapped read-only; a step gathers its rows from the map (warm
+  page cache: the state of every epoch after the first, and of every rank after the one that wrote it);
 * **per-item disk** (the usual ``Dataset.__getitem__`` + torchvision transforms): each image is opened, decoded,
   resized and transformed for every use.
 
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from differ_core.config import AugmentationConfig
     from differ_core.data import augment, decode_images
+    from differ_core.images import open_images
     from differ_core.sampler import IdentityBatchSampler
 
     if args.threads:
@@ -86,10 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     images = decode_images(paths, size, threads=args.threads or 4)
     t_decode = time.perf_counter() - t0
     g = torch.Generator().manual_seed(0)
+    augment(images[torch.as_tensor(batches[0])], aug, mean, std, g)  # warm-up, not timed
     t0 = time.perf_counter()
     for b in batches:
         augment(images[torch.as_tensor(b)], aug, mean, std, g)
     t_mem = time.perf_counter() - t0
+
+    # the shared memory-mapped cache: written once (counted), then gather rows from the map + augmentation
+    cache_ws = tempfile.TemporaryDirectory()
+    t0 = time.perf_counter()
+    mapped = open_images(
+        cache_ws.name, "bench", paths, paths, size, threads=args.threads or 4, log=lambda _m: None
+    )
+    t_write = time.perf_counter() - t0
+    assert mapped.kind == "mapped" and bool((mapped[batches[0]] == images[torch.as_tensor(batches[0])]).all())
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for b in batches:
+        augment(mapped[b], aug, mean, std, g)
+    t_map = time.perf_counter() - t0
 
     # per item from disk: PIL decode + torchvision transforms for every image of every batch
     from PIL import Image
@@ -108,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.stack([load(i) for i in b])
     t_disk = time.perf_counter() - t0
 
-    mem_ips, disk_ips = n_imgs / t_mem, n_imgs / t_disk
+    mem_ips, map_ips, disk_ips = n_imgs / t_mem, n_imgs / t_map, n_imgs / t_disk
     print(f"{len(paths)} images at {size[0]}x{size[1]}, {len(batches)} batches of {args.P}x{args.K}")
     print(f"one-off decode into memory: {t_decode:.2f} s ({len(paths) / t_decode:.0f} images/s)")
+    print(f"one-off cache write       : {t_write:.2f} s ({len(paths) / t_write:.0f} images/s)")
     print(f"in-memory data path : {mem_ips:8.0f} images/s")
+    print(f"memory-mapped cache : {map_ips:8.0f} images/s")
     print(f"per-item disk path  : {disk_ips:8.0f} images/s")
     print(f"ratio in-memory / disk: {mem_ips / disk_ips:.1f}x")
+    print(
+        f"ratio memory-mapped / disk: {map_ips / disk_ips:.1f}x (memory-mapped / in-memory: {map_ips / mem_ips:.2f})"
+    )
 
     if args.model:
         from differ_core.config import load_config
@@ -144,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(data path share {100 * step_ips / mem_ips:.1f}%)")  # fmt: skip
     if tmp is not None:
         tmp.cleanup()
+    del mapped
+    cache_ws.cleanup()
     return 0
 
 

@@ -1,7 +1,17 @@
-"""Training-side reader: the text features of a manifest as one aligned tensor ``[N, 1 + K, D]``."""
+"""Training-side reader of the text features of a manifest, aligned to its rows: ``[N, 1 + K, D]``.
+
+:func:`open_text_features` (training): per perspective one array ``[n, D]`` of the committed shards, written
+once as a shared memory-mapped file (``W/cache/features/<ds>/<slug(encoder)>/``, float32 or float16;
+:mod:`differ_common.shared_array`) and a row → position index; a batch gathers its rows of each perspective
+(:class:`TextFeatures`), so no process holds a dense ``[N, 1 + K, D]`` copy. :func:`load_text_features`: the
+same values as one dense tensor (interop, small sets, tests).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,19 +19,19 @@ import numpy as np
 
 from differ_common.errors import ConfigError, DataError
 from differ_common.perspectives import SUMMARY_PERSPECTIVE
-from differ_common.workspace import Workspace
+from differ_common.workspace import Workspace, slug
 
 _SHOW = 5  # how many missing keys an error names
+CACHE_FORMAT = 1
+DTYPES = ("float32", "float16")
 
 
-def read_perspective(
+def committed_shards(
     workdir: str | Path | None, dataset: str, encoder: str, perspective: str
-) -> tuple[Any, np.ndarray]:
-    """The committed features of one perspective: (image_id array, float32 ``[n, D]``), newest row per image."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    from captions.features import META, embeddings_of, read_meta
+) -> tuple[list[Path], int]:
+    """The committed shard files of one perspective (``meta.json`` order) and the feature dimension; DataError
+    naming the command that makes them when there are none."""
+    from captions.features import META, read_meta
 
     ws = Workspace.at(workdir)
     folder = ws.features_dir(dataset, encoder)
@@ -42,14 +52,27 @@ def read_perspective(
             f"{folder}: no '{perspective}' features for encoder {encoder}; run {hint} then "
             f"`differ encode --dataset {dataset} --encoder {encoder}`"
         )
-    dim = int(meta["dim"])
-    ids: list[Any] = []
-    vecs: list[np.ndarray] = []
     pdir = ws.feature_perspective_dir(dataset, encoder, perspective)
-    for name in info["shards"]:
-        path = pdir / name
+    paths = [pdir / name for name in info["shards"]]
+    for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: listed in {folder / META} but missing; run `differ encode` again")
+    return paths, int(meta["dim"])
+
+
+def read_perspective(
+    workdir: str | Path | None, dataset: str, encoder: str, perspective: str
+) -> tuple[Any, np.ndarray]:
+    """The committed features of one perspective: (image_id array, float32 ``[n, D]``), newest row per image."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from captions.features import embeddings_of
+
+    paths, dim = committed_shards(workdir, dataset, encoder, perspective)
+    ids: list[Any] = []
+    vecs: list[np.ndarray] = []
+    for path in paths:
         t = pq.read_table(path, columns=["image_id", "embedding"])
         ids.append(t.column("image_id").to_numpy(zero_copy_only=False))
         vecs.append(embeddings_of(t, dim))
@@ -57,6 +80,45 @@ def read_perspective(
     all_vecs = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
     keep = ~pd.Index(all_ids).duplicated(keep="last")
     return all_ids[keep], all_vecs[keep]
+
+
+def _slot_keys(manifest: Any, slot: int, bio_source: str) -> tuple[bool, np.ndarray]:
+    """(is the summary slot, the key of each manifest row for that slot: image_id, or str(pid))."""
+    summary = slot == 0 and bio_source == "summary"
+    col = manifest["pid"].astype("int64").astype(str) if summary else manifest["image_id"].astype(str)
+    return summary, col.to_numpy()
+
+
+def _check_args(manifest: Any, perspectives: list[str], bio_source: str) -> None:
+    if bio_source not in ("image", "summary"):
+        raise ConfigError(f"bio_source must be 'image' or 'summary', not {bio_source!r}")
+    if not perspectives:
+        raise ConfigError("load_text_features needs at least one perspective (the biometric one first)")
+    if "image_id" not in manifest.columns or (bio_source == "summary" and "pid" not in manifest.columns):
+        raise DataError("the manifest passed to load_text_features lacks image_id (or pid) columns")
+
+
+def _positions(
+    ids: Any, keys: np.ndarray, summary: bool, dataset: str, encoder: str, perspective: str, stored: str
+) -> np.ndarray:
+    """Position of each key among the stored ``ids``; DataError naming the first keys without a feature."""
+    import pandas as pd
+
+    idx = pd.Index(ids).get_indexer(keys)
+    lacking = idx < 0
+    if lacking.any():
+        uniq = list(dict.fromkeys(keys[lacking].tolist()))
+        what = "identities (pid)" if summary else "images"
+        fix = (
+            f"`differ summarize --dataset {dataset}`"
+            if summary
+            else f"`differ caption --dataset {dataset} --perspectives {perspective}`"
+        )
+        raise DataError(
+            f"{len(uniq)} of {len(set(keys.tolist()))} {what} lack a '{stored}' text feature ({encoder}), "
+            f"e.g. {', '.join(uniq[:_SHOW])}; run {fix} then `differ encode --dataset {dataset} --encoder {encoder}`"
+        )
+    return idx.astype(np.int64)
 
 
 def load_text_features(
@@ -73,36 +135,15 @@ def load_text_features(
     feature of each row's ``pid`` instead of the image's own caption feature. Raises DataError naming the first
     images (or pids) that lack a feature and the command that fills them.
     """
-    import pandas as pd
     import torch
 
-    if bio_source not in ("image", "summary"):
-        raise ConfigError(f"bio_source must be 'image' or 'summary', not {bio_source!r}")
-    if not perspectives:
-        raise ConfigError("load_text_features needs at least one perspective (the biometric one first)")
-    if "image_id" not in manifest.columns or (bio_source == "summary" and "pid" not in manifest.columns):
-        raise DataError("the manifest passed to load_text_features lacks image_id (or pid) columns")
-    keys_img = manifest["image_id"].astype(str).to_numpy()
+    _check_args(manifest, perspectives, bio_source)
     out: np.ndarray | None = None
     for slot, p in enumerate(perspectives):
-        summary = slot == 0 and bio_source == "summary"
+        summary, keys = _slot_keys(manifest, slot, bio_source)
         stored = SUMMARY_PERSPECTIVE if summary else p
-        keys = manifest["pid"].astype("int64").astype(str).to_numpy() if summary else keys_img
         ids, vecs = read_perspective(workdir, dataset, encoder, stored)
-        idx = pd.Index(ids).get_indexer(keys)
-        lacking = idx < 0
-        if lacking.any():
-            uniq = list(dict.fromkeys(keys[lacking].tolist()))
-            what = "identities (pid)" if summary else "images"
-            fix = (
-                f"`differ summarize --dataset {dataset}`"
-                if summary
-                else f"`differ caption --dataset {dataset} --perspectives {p}`"
-            )
-            raise DataError(
-                f"{len(uniq)} of {len(set(keys.tolist()))} {what} lack a '{stored}' text feature ({encoder}), "
-                f"e.g. {', '.join(uniq[:_SHOW])}; run {fix} then `differ encode --dataset {dataset} --encoder {encoder}`"
-            )
+        idx = _positions(ids, keys, summary, dataset, encoder, p, stored)
         if out is None:
             out = np.empty((len(keys), len(perspectives), vecs.shape[1]), dtype=np.float32)
         elif vecs.shape[1] != out.shape[2]:
@@ -111,3 +152,144 @@ def load_text_features(
             )
         out[:, slot] = vecs[idx]
     return torch.from_numpy(out)
+
+
+class TextFeatures:
+    """Text features of N rows × S perspective slots × D, gathered per batch: ``feats[idx]`` is a float32
+    ``torch.Tensor [B, S, D]``. Slot ``s`` reads row ``positions[s][i]`` of ``arrays[s]`` (``[n_s, D]``: a
+    read-only memory map or an in-memory array, float32 or float16)."""
+
+    def __init__(self, arrays: list[np.ndarray], positions: list[np.ndarray]) -> None:
+        if not arrays or len(arrays) != len(positions):
+            raise ValueError("TextFeatures needs one position index per array")
+        n, dims = len(positions[0]), {int(a.shape[1]) for a in arrays}
+        if len(dims) != 1 or any(len(p) != n for p in positions):
+            raise ValueError("TextFeatures: arrays of one dimension and position indexes of one length")
+        self.arrays, self.positions = list(arrays), [np.asarray(p, dtype=np.int64) for p in positions]
+
+    @classmethod
+    def from_dense(cls, feats: Any, dtype: str = "float32") -> TextFeatures:
+        """From a dense ``[N, S, D]`` array or tensor (stored as ``dtype``)."""
+        a = np.asarray(feats.numpy() if hasattr(feats, "numpy") else feats).astype(dtype)
+        rows = np.arange(a.shape[0], dtype=np.int64)
+        return cls([np.ascontiguousarray(a[:, s]) for s in range(a.shape[1])], [rows] * a.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.positions[0]), len(self.arrays), int(self.arrays[0].shape[1]))
+
+    @property
+    def dtype(self) -> Any:
+        """The dtype of a gathered batch (``torch.float32``)."""
+        import torch
+
+        return torch.float32
+
+    @property
+    def storage_dtype(self) -> str:
+        return str(self.arrays[0].dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> Any:
+        import torch
+
+        if isinstance(idx, slice):
+            rows = np.arange(len(self), dtype=np.int64)[idx]
+        else:
+            rows = np.asarray(idx.detach().cpu().numpy() if hasattr(idx, "detach") else idx, dtype=np.int64)
+        out = np.stack([a[p[rows]] for a, p in zip(self.arrays, self.positions, strict=True)], axis=1)
+        return torch.from_numpy(out.astype(np.float32, copy=False))
+
+    def chunks(self, rows: int = 4096) -> Iterator[Any]:
+        """The dense float32 tensor in consecutive row blocks."""
+        for s in range(0, len(self), rows):
+            yield self[slice(s, s + rows)]
+
+    def dense(self) -> Any:
+        """The whole ``[N, S, D]`` float32 tensor (small sets and tests only)."""
+        import torch
+
+        return torch.cat(list(self.chunks())) if len(self) else torch.zeros(self.shape)
+
+
+def feature_cache_key(shards: list[Path], perspective: str, dim: int, dtype: str) -> str:
+    """sha256 hex of the committed shards (name, bytes, mtime) of a perspective, its dimension and the dtype."""
+    h = hashlib.sha256(f"{CACHE_FORMAT}\0{perspective}\0{dim}\0{dtype}\n".encode())
+    for p in shards:
+        st = os.stat(p)
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def open_perspective(
+    workdir: str | Path | None,
+    dataset: str,
+    encoder: str,
+    perspective: str,
+    dtype: str = "float32",
+    log: Callable[[str], None] = print,
+) -> tuple[np.ndarray, list[str]]:
+    """``(read-only memory map [n, D] of dtype, the n ids)`` of one perspective's committed features, newest row
+    per id, in the order :func:`read_perspective` gives; written once per shard set (two passes over the shards,
+    one shard in memory at a time)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from captions.features import embeddings_of
+    from differ_common.shared_array import open_shared_array
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"text.feature_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    shards, dim = committed_shards(workdir, dataset, encoder, perspective)
+    ws = Workspace.at(workdir)
+    key = feature_cache_key(shards, perspective, dim, dtype)
+    path = ws.feature_cache_dir(dataset, encoder) / f"{perspective}-{dtype}-{key[:16]}.npy"
+    shard_ids = [pq.read_table(p, columns=["image_id"]).column("image_id").to_numpy(zero_copy_only=False)
+                 for p in shards]  # fmt: skip
+    all_ids = np.concatenate(shard_ids) if shard_ids else np.array([], dtype=object)
+    keep = ~pd.Index(all_ids).duplicated(keep="last")
+    ids = [str(i) for i in all_ids[keep]]
+
+    def blocks() -> Iterator[np.ndarray]:
+        log(f"writing the '{perspective}' text-feature cache {path} ({len(ids)} x {dim} {dtype}), once")
+        start = 0
+        for p, sid in zip(shards, shard_ids, strict=True):
+            mask = keep[start : start + len(sid)]
+            start += len(sid)
+            if mask.any():
+                yield embeddings_of(pq.read_table(p, columns=["embedding"]), dim)[mask].astype(dtype)
+
+    mm, _ = open_shared_array(
+        path, key, (len(ids), dim), dtype, blocks, ws.cache_lock(f"features-{slug(dataset)}-{path.stem}"),
+        log=log, what="text-feature cache",
+    )  # fmt: skip
+    return mm, ids
+
+
+def open_text_features(
+    workdir: str | Path | None,
+    dataset: str,
+    encoder: str,
+    manifest: Any,
+    perspectives: list[str],
+    bio_source: str = "image",
+    dtype: str = "float32",
+    log: Callable[[str], None] = print,
+) -> TextFeatures:
+    """The text features :func:`load_text_features` gives (the same values for float32), as a
+    :class:`TextFeatures` over the shared per-perspective caches: only ``perspectives`` are read."""
+    _check_args(manifest, perspectives, bio_source)
+    arrays, positions = [], []
+    for slot, p in enumerate(perspectives):
+        summary, keys = _slot_keys(manifest, slot, bio_source)
+        stored = SUMMARY_PERSPECTIVE if summary else p
+        mm, ids = open_perspective(workdir, dataset, encoder, stored, dtype, log)
+        if arrays and mm.shape[1] != arrays[0].shape[1]:
+            raise DataError(
+                f"'{stored}' features are {mm.shape[1]}-d, others {arrays[0].shape[1]}-d; rerun `differ encode`"
+            )
+        positions.append(_positions(ids, keys, summary, dataset, encoder, p, stored))
+        arrays.append(mm)
+    return TextFeatures(arrays, positions)

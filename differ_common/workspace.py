@@ -61,6 +61,22 @@ class Workspace:
     def feature_perspective_dir(self, dataset: str, encoder: str, perspective: str) -> Path:
         return self.features_dir(dataset, encoder) / f"perspective={perspective}"
 
+    # caches: decoded images and memory-mapped text features, written once, shared by every rank and run
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def image_cache_dir(self) -> Path:
+        """``<name>-<H>x<W>-<key>.npy`` (uint8 ``[N, 3, H, W]``) + ``.json`` header per decoded image list."""
+        return self.cache_dir() / "images"
+
+    def feature_cache_dir(self, dataset: str, encoder: str) -> Path:
+        """``<perspective>-<dtype>-<key>.npy`` (``[n, D]``) + ``.json`` header per feature perspective."""
+        return self.cache_dir() / "features" / dataset / slug(encoder)
+
+    def cache_lock(self, name: str) -> Path:
+        """The lock held while one process writes cache file ``name``."""
+        return self.locks() / "cache" / f"{name}.lock"
+
     # runs
     def run_dir(self, run: str) -> Path:
         return self.root / "runs" / run

@@ -59,7 +59,18 @@ class DataConfig(_Section):
     )
     std: tuple[float, float, float] | None = None
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
-    decode_threads: int = Field(4, ge=1, description="threads decoding images once at start")
+    decode_threads: int = Field(4, ge=1, description="threads decoding images (cache writing, disk path)")
+    image_cache: Literal["auto", "disk", "memory", "off"] = Field(
+        "auto",
+        description="auto: the shared memory-mapped cache W/cache/images when it fits, else decode per batch; "
+        "disk: the cache or an error; memory: decode into each process; off: decode per batch",
+    )
+    image_cache_max_gb: float = Field(
+        64.0, ge=0, description="largest image cache to write; above it (or the free disk) decode per batch"
+    )
+    num_workers: int = Field(
+        2, ge=0, description="DataLoader worker processes decoding per batch when no cache is used"
+    )
 
     @field_validator("img_size")
     @classmethod
@@ -86,6 +97,9 @@ class TextConfig(_Section):
         None,
         ge=1,
         description="expected text feature dimension, checked before captioning and training; none = any",
+    )
+    feature_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="storage of the memory-mapped text features (batches are float32)"
     )
 
     @field_validator("perspectives")

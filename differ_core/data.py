@@ -1,9 +1,12 @@
-"""Training data held in memory: images decoded once at the training size, text features in one tensor.
+"""Training data: images decoded once at the training size, text features aligned to the rows, gathered per batch.
 
-docs/design.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) and text features (``[B, 1+K, D]``)
-by index from tensors built once at start, then augments the batch as tensors (flip, random crop, random
-erasing: the SynthCC variants or the official ones, ``data.augmentation``) with a generator seeded from ``(seed, rank, step)``, so a resumed run draws exactly the same
-augmentation as an uninterrupted one. No per-item disk reads, no worker processes.
+docs/design.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) from an image source
+(:mod:`differ_core.images`: by default the shared memory-mapped cache of decoded images, one file for every
+rank and run) and its text features (``[B, 1+K, D]``) from per-perspective memory-mapped arrays
+(:class:`captions.feature_reader.TextFeatures`), then augments the batch as tensors (flip, random crop, random
+erasing: the SynthCC variants or the official ones, ``data.augmentation``) with a generator seeded from
+``(seed, rank, step)``, so a resumed run draws exactly the same augmentation as an uninterrupted one. Whatever
+the source, a batch holds the same bytes.
 
 Validation: ``run.val_ids`` of the train identities (drawn with ``run.seed``) are held out of training; their
 images are split into query and gallery (alternating within each identity) and ranked with
@@ -12,7 +15,6 @@ images are split into query and gallery (alternating within each identity) and r
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,37 +25,7 @@ import torch
 
 from differ_common.errors import DataError
 from differ_core.config import AugmentationConfig, TrainConfig
-
-
-# --------------------------------------------------------------------------- decoding
-def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
-    """One image as ``uint8 [3, H, W]`` resized (bilinear) to ``size = (H, W)``."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"{path}: cannot decode image ({exc}); fix or remove it and rebuild the manifest"
-        ) from None
-    return arr.transpose(2, 0, 1)
-
-
-def decode_images(paths: list[str], size: tuple[int, int], threads: int = 4) -> torch.Tensor:
-    """All ``paths`` decoded once into ``uint8 [N, 3, H, W]`` (PIL releases the GIL: threads help)."""
-    out = np.empty((len(paths), 3, size[0], size[1]), dtype=np.uint8)
-
-    def one(i: int) -> None:
-        out[i] = decode_image(paths[i], size)
-
-    if threads > 1 and len(paths) > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(len(paths))))
-    else:
-        for i in range(len(paths)):
-            one(i)
-    return torch.from_numpy(out)
+from differ_core.decode import decode_image, decode_images  # noqa: F401  (their former home)
 
 
 # --------------------------------------------------------------------------- transforms
@@ -218,6 +190,7 @@ def augment(
 
 # --------------------------------------------------------------------------- text features
 def _features_from_file(path: str, image_ids: list[str], n_slots: int) -> torch.Tensor:
+    """The ``[N, 1+K, D]`` rows of a ``text.features_file`` for ``image_ids`` (held in memory)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p}: text.features_file not found")
@@ -247,43 +220,43 @@ def _features_from_file(path: str, image_ids: list[str], n_slots: int) -> torch.
     return feats[torch.as_tensor([pos[i] for i in image_ids], dtype=torch.long)].contiguous()
 
 
-def load_features(cfg: TrainConfig, workdir: str | Path, rows: pd.DataFrame) -> torch.Tensor:
-    """``[len(rows), len(text.perspectives), D]`` text features in ``rows`` order (file or workspace)."""
+def load_features(cfg: TrainConfig, workdir: str | Path, rows: pd.DataFrame, log: Any = print) -> Any:
+    """The text features of ``rows`` (``[len(rows), len(text.perspectives), D]``, gathered per batch as float32):
+    the workspace's shared memory-mapped perspectives, or a ``text.features_file`` held in memory; stored as
+    ``text.feature_dtype``."""
+    from captions.feature_reader import TextFeatures, open_text_features
+
     perspectives = list(cfg.text.perspectives)
     if cfg.text.features_file:
-        return _features_from_file(cfg.text.features_file, rows["image_id"].tolist(), len(perspectives))
-    from captions.feature_reader import load_text_features
-
-    feats = load_text_features(
-        workdir,
-        cfg.data.dataset,
-        cfg.text.encoder,
-        rows.reset_index(drop=True),
-        perspectives,
-        cfg.text.bio_source,
-    )
-    feats = torch.as_tensor(feats).float()
+        dense = _features_from_file(cfg.text.features_file, rows["image_id"].tolist(), len(perspectives))
+        return TextFeatures.from_dense(dense, cfg.text.feature_dtype)
+    feats = open_text_features(
+        workdir, cfg.data.dataset, cfg.text.encoder, rows.reset_index(drop=True), perspectives,
+        cfg.text.bio_source, cfg.text.feature_dtype, log,
+    )  # fmt: skip
     if feats.shape[:2] != (len(rows), len(perspectives)):
         raise DataError(
-            f"text features for {cfg.data.dataset}/{cfg.text.encoder} have shape {tuple(feats.shape)}; expected "
+            f"text features for {cfg.data.dataset}/{cfg.text.encoder} have shape {feats.shape}; expected "
             f"[{len(rows)}, {len(perspectives)}, D]"
         )
-    return feats.contiguous()
+    return feats
 
 
 # --------------------------------------------------------------------------- the training set
 @dataclass
 class TrainData:
-    """Everything a training run reads, in memory."""
+    """Everything a training run reads: ``images[idx]`` and ``texts[idx]`` gather one batch."""
 
-    images: torch.Tensor  # uint8 [N, 3, H, W] (training identities)
+    images: Any  # differ_core.images.ImageSource, uint8 [N, 3, H, W] (training identities)
     labels: torch.Tensor  # int64 [N] 0..num_classes-1
     camids: torch.Tensor  # int64 [N]
-    texts: torch.Tensor | None  # float32 [N, 1+K, D]
+    texts: Any  # captions.feature_reader.TextFeatures [N, 1+K, D] (float32 batches), or None
     image_ids: list[str]
     num_classes: int
     num_cameras: int
-    val: dict[str, Any] = field(default_factory=dict)  # images, pids, camids, clothes, is_query
+    val: dict[str, Any] = field(
+        default_factory=dict
+    )  # images (an ImageSource), pids, camids, clothes, is_query
 
     @property
     def text_dim(self) -> int | None:
@@ -305,8 +278,10 @@ def split_val_ids(pids: list[int], fraction: float, seed: int) -> set[int]:
 
 
 def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -> TrainData:
-    """Read the manifest, hold out validation identities, decode images once and gather the text features."""
+    """Read the manifest, hold out validation identities, open the images (``data.image_cache``: one cache of the
+    train split for training and validation) and the text features."""
     from data_manifests.schema import load_manifest
+    from differ_core.images import open_images
 
     manifest = load_manifest(workdir, cfg.data.dataset)
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
@@ -319,11 +294,17 @@ def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -
     va = train[is_val].reset_index(drop=True)
     relabel = {p: i for i, p in enumerate(sorted(tr["pid"].unique().tolist()))}
     size = tuple(cfg.data.img_size)
-    texts = load_features(cfg, workdir, tr) if cfg.needs_text else None
+    texts = load_features(cfg, workdir, tr, rank_log) if cfg.needs_text else None
+    d = cfg.data
     rank_log(
-        f"decoding {len(tr)} train + {len(va)} validation images at {size[0]}x{size[1]} (once, in memory)"
+        f"{len(tr)} train + {len(va)} validation images at {size[0]}x{size[1]} (data.image_cache={d.image_cache})"
     )
-    images = decode_images(tr["path"].tolist(), size, cfg.data.decode_threads)
+    source = open_images(
+        workdir, f"{cfg.data.dataset}-train", train["path"].tolist(), train["image_id"].tolist(), size,
+        mode=d.image_cache, max_gb=d.image_cache_max_gb, threads=d.decode_threads, num_workers=d.num_workers,
+        log=rank_log,
+    )  # fmt: skip
+    images = source.subset(np.flatnonzero(~is_val.to_numpy()))
     val: dict[str, Any] = {}
     if len(va):
         rng = np.random.default_rng([cfg.run.seed, 0xB2])
@@ -332,7 +313,7 @@ def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -
             order = rng.permutation(idx)
             is_query[order[::2]] = True
         val = {
-            "images": decode_images(va["path"].tolist(), size, cfg.data.decode_threads),
+            "images": source.subset(np.flatnonzero(is_val.to_numpy())),
             "pids": va["pid"].to_numpy(np.int64),
             "camids": va["camid"].to_numpy(np.int64),
             "clothes": va["clothes_id"].to_numpy(np.int64),

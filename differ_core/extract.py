@@ -8,6 +8,10 @@ Images are resized to the checkpoint's ``img_size`` (H, W), scaled to [0, 1] and
 (the evaluation transform of training). ``flip=True`` adds the features of the horizontally flipped image
 (flip test-time augmentation; the sum is L2-normalised by the distance anyway). The forward pass runs in fp32 on
 every device (no autocast, as the official evaluation); features are returned as float32.
+
+Images are read one batch at a time (features accumulate, images do not): decoded from the files by threads
+while the previous batch runs, or gathered from the shared image cache (``workdir`` given and the checkpoint's
+``data.image_cache`` is ``auto``/``disk``; :mod:`differ_core.images`), which holds the same bytes.
 """
 
 from __future__ import annotations
@@ -75,9 +79,13 @@ def extract_with_model(
     num_threads: int = 4,
     progress: bool | Callable[[float], None] = True,
     desc: str = "features",
+    images: Any = None,
 ) -> np.ndarray:
-    """Features [N, F] float32 of ``paths`` with an already loaded eval-mode ``model(images, camids)``."""
+    """Features [N, F] float32 of ``paths`` with an already loaded eval-mode ``model(images, camids)``;
+    ``images``: an image source of ``paths`` at the model's size to gather the batches from (else decoded)."""
     import torch
+
+    from differ_core.data import normalize
 
     if batch_size < 1:
         raise DataError(f"batch_size: must be >= 1, got {batch_size}")
@@ -93,6 +101,8 @@ def extract_with_model(
                 f"{int(num_cameras) - 1}; evaluate on the dataset the checkpoint was trained on"
             )
     n = len(paths)
+    if images is not None and (len(images) != n or tuple(images.size) != tuple(int(v) for v in size)):
+        raise DataError(f"images: a source of {len(images)} images at {images.size} for {n} paths at {size}")
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
@@ -102,12 +112,15 @@ def extract_with_model(
     load = lambda p: load_image(p, size, mean, std)  # noqa: E731
     with ThreadPoolExecutor(max(1, int(num_threads))) as pool, torch.inference_mode():
         batches = [range(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
-        nxt = pool.map(load, [paths[i] for i in batches[0]]) if batches else None
+        nxt = pool.map(load, [paths[i] for i in batches[0]]) if batches and images is None else None
         for bi, idx in enumerate(batches):
-            imgs = torch.stack(list(nxt))
-            if bi + 1 < len(batches):  # decode the next batch while this one runs
-                nxt = pool.map(load, [paths[i] for i in batches[bi + 1]])
-            imgs = imgs.to(dev, non_blocking=True)
+            if images is not None:  # gathered from the cache: the same bytes, normalised the same way
+                imgs = normalize(images[idx.start : idx.stop].to(dev, non_blocking=True), mean, std)
+            else:
+                imgs = torch.stack(list(nxt))
+                if bi + 1 < len(batches):  # decode the next batch while this one runs
+                    nxt = pool.map(load, [paths[i] for i in batches[bi + 1]])
+                imgs = imgs.to(dev, non_blocking=True)
             cams = None if camids is None else torch.tensor(camids[idx.start : idx.stop], device=dev)
             f = model(imgs, cams)  # fp32
             if flip:
@@ -133,15 +146,19 @@ def extract_features(
     device: str | None = None,
     num_threads: int = 4,
     progress: bool = True,
+    workdir: str | Path | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """``(features [N, F] float32, ids)`` of a manifest DataFrame (ids = image_id, camids from the manifest) or
-    of image paths (ids = the paths; ``camids`` optional: without them the camera embedding is left out)."""
+    of image paths (ids = the paths; ``camids`` optional: without them the camera embedding is left out).
+    ``workdir``: read the images through that workspace's image cache (see the module doc)."""
+    from differ_core.images import cached_source
     from differ_core.model import load_model_for_inference
 
     paths, ids, cams = _inputs(images, camids)
-    model, _cfg, info = load_model_for_inference(checkpoint, map_location="cpu")
+    model, cfg, info = load_model_for_inference(checkpoint, map_location="cpu")
+    source = cached_source(cfg.data, workdir, "extract", paths, ids, tuple(info["img_size"]))
     feats = extract_with_model(
         model, info, paths, cams, batch_size=batch_size, flip=flip, device=device, num_threads=num_threads,
-        progress=progress,
+        progress=progress, images=source,
     )  # fmt: skip
     return feats, ids

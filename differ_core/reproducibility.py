@@ -160,11 +160,13 @@ def features_record(workdir: Path, dataset: str, encoder: str, texts: Any = None
 
 
 def tensor_sha256(t: Any) -> str:
-    """sha256 of a tensor's dtype, shape and bytes."""
+    """sha256 of a tensor's dtype, shape and bytes; for gathered text features (``chunks()``) the same value as
+    for their dense tensor, read block by block."""
     import hashlib
 
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for block in t.chunks() if hasattr(t, "chunks") else [t]:
+        h.update(block.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

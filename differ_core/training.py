@@ -61,7 +61,8 @@ def run_dir_for(cfg: TrainConfig) -> Path:
 # Keys that say where a run lives and how it is executed or logged, not what it trains: a resumed run may change
 # them freely (docs/design.md §4). Every other key of the saved config.yaml must match the requested config.
 RESUME_FREE_KEYS: frozenset[str] = frozenset({
-    "data.workdir", "data.decode_threads", "run.output", "run.resume", "run.stop_after_steps", "run.progress",
+    "data.workdir", "data.decode_threads", "data.image_cache", "data.image_cache_max_gb", "data.num_workers",
+    "run.output", "run.resume", "run.stop_after_steps", "run.progress",
     "run.threads", "run.log_every", "run.log_with", "run.checkpoint_every_steps", "run.debug_batches",
     "run.eval_batch_size",
 })  # fmt: skip
@@ -151,15 +152,15 @@ class _CsvLog:
 @torch.inference_mode()
 def extract(
     model: torch.nn.Module,
-    images: torch.Tensor,
+    images: Any,
     camids: torch.Tensor,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     device: torch.device,
     batch_size: int,
 ) -> torch.Tensor:
-    """Identity features of ``uint8`` images, in eval mode, computed in fp32 (no autocast, as the official
-    evaluation), float32 on the CPU."""
+    """Identity features of ``uint8`` images (a tensor or an image source, read one batch at a time), in eval
+    mode, computed in fp32 (no autocast, as the official evaluation), float32 on the CPU."""
     from differ_core.data import normalize
 
     was = model.training
@@ -510,8 +511,8 @@ class Trainer:
         if self.epoch_scheduler:
             self.scheduler.step(epoch + 1)  # timm, t_in_epochs: the official loop steps epoch 1..N first
         self.model.train()
-        for idx in self.sampler:
-            alpha, terms, out = self.train_step(epoch, idx)
+        for idx, images in self.data.images.batches(self.sampler):  # a DataLoader on the disk path
+            alpha, terms, out = self.train_step(epoch, idx, images)
             self.step += 1
             self.n_imgs += len(idx) * self.world
             self.bar.update(1)
@@ -530,8 +531,11 @@ class Trainer:
                 self.stopped = True
                 return
 
-    def train_step(self, epoch: int, idx: list[int]) -> tuple[float, dict[str, float], dict[str, Any]]:
-        """One optimisation step on the batch ``idx``; returns ``(grl alpha, loss terms, model outputs)``."""
+    def train_step(
+        self, epoch: int, idx: list[int], images: torch.Tensor | None = None
+    ) -> tuple[float, dict[str, float], dict[str, Any]]:
+        """One optimisation step on the batch ``idx`` (``images``: its uint8 images, when already read); returns
+        ``(grl alpha, loss terms, model outputs)``."""
         from differ_core.data import augment
         from differ_core.grl import grl_alpha
 
@@ -540,8 +544,11 @@ class Trainer:
         seed = step_seed(cfg.run.seed, self.rank, self.step)
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed ^ 0x5DEECE66D)  # dropout / drop-path draws are a function of the step too
-        images = augment(data.images[idx_t].to(device, non_blocking=True), cfg.data.augmentation, self.mean,
-                         self.std, gen)  # fmt: skip
+        if images is None:
+            images = data.images[idx_t]
+        images = augment(
+            images.to(device, non_blocking=True), cfg.data.augmentation, self.mean, self.std, gen
+        )
         if device.type == "cuda" and cfg.model.channels_last and self.raw.kind == "generic":
             images = images.contiguous(memory_format=torch.channels_last)
         labels = data.labels[idx_t].to(device)

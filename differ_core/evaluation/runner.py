@@ -115,19 +115,29 @@ def evaluate_loaded(
     progress: bool = True,
     plot_queries: list[str] | None = None,
     training: dict[str, Any] | None = None,
+    workdir: str | Path | None = None,
+    data_cfg: Any = None,
 ) -> Evaluation:
     """Extract features with a loaded model, evaluate every protocol, and (with ``out_dir``) write the files.
 
+    Images are read one batch at a time: from ``workdir``'s shared image cache when ``data_cfg.image_cache``
+    (the checkpoint's ``data`` config) is ``auto``/``disk`` and it fits, else decoded per batch.
     ``metrics["reproduce"]`` is the run's reproducibility record with this evaluation's part (``training``: the
     training part to use when ``out_dir`` has no record)."""
     from differ_core.evaluation.protocols import RerankOptions, evaluate_protocols, protocols_from_manifest
     from differ_core.extract import extract_with_model
+    from differ_core.images import cached_source
 
     protocols = protocols_from_manifest(manifest, single_shot=single_shot)
     rows = _eval_rows(manifest, protocols)
+    paths = rows["path"].astype(str).tolist()
+    source = None
+    if data_cfg is not None:
+        ids = rows["image_id"].astype(str).tolist()
+        source = cached_source(data_cfg, workdir, f"{dataset}-eval", paths, ids, tuple(info["img_size"]))
     feats = extract_with_model(
-        model, info, rows["path"].astype(str).tolist(), rows["camid"].to_numpy(np.int64), batch_size=batch_size,
-        flip=flip, device=device, progress=progress, desc=f"{dataset} features",
+        model, info, paths, rows["camid"].to_numpy(np.int64), batch_size=batch_size, flip=flip, device=device,
+        progress=progress, desc=f"{dataset} features", images=source,
     )  # fmt: skip
     rr = RerankOptions(rerank_k1, rerank_k2, rerank_lambda) if rerank else None
     from differ_common.device import pick_device
@@ -291,7 +301,7 @@ def evaluate_run(
         out_dir=run_dir if write else None, seed=int(cfg.run.seed), rerank=rerank, rerank_k1=rerank_k1,
         rerank_k2=rerank_k2, rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot,
         batch_size=batch_size or int(cfg.run.eval_batch_size), device=device, progress=progress,
-        plot_queries=plot_queries, training=read_record(run_dir).get("training"),
+        plot_queries=plot_queries, training=read_record(run_dir).get("training"), workdir=wd, data_cfg=cfg.data,
     )  # fmt: skip
     return ev if return_evaluation else ev.metrics
 
@@ -339,7 +349,7 @@ def evaluate_checkpoint(
         out_dir=out_dir if write else None, seed=seed, rerank=rerank, rerank_k1=rerank_k1, rerank_k2=rerank_k2,
         rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot, batch_size=batch_size,
         device=device, progress=progress, plot_queries=plot_queries,
-        training=read_record(owner.root).get("training") if owner else None,
+        training=read_record(owner.root).get("training") if owner else None, workdir=ws.root, data_cfg=cfg.data,
     )  # fmt: skip
     return ev if return_evaluation else ev.metrics
 

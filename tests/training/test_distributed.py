@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 from collections import defaultdict
 
 import torch
 import yaml
+
+from differ_common.shared_array import read_header
 
 from .conftest import toy_config
 
@@ -22,8 +26,11 @@ def test_two_process_cpu_run_has_disjoint_batches(toy, tmp_path, monkeypatch, ca
     from differ_core.model import load_model_for_inference
     from flows.cli import main
 
+    work = tmp_path / "work"  # a fresh workspace: the ranks write its image cache
+    shutil.copytree(toy["work"] / "manifests", work / "manifests")
     cfg = toy_config(toy, tmp_path / "run", run={"debug_batches": True, "val_ids": 0.0, "threads": 1},
                      schedule={"epochs": 2})  # fmt: skip
+    cfg["data"]["workdir"] = str(work)
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -46,6 +53,10 @@ def test_two_process_cpu_run_has_disjoint_batches(toy, tmp_path, monkeypatch, ca
             by_epoch[(rank, epoch)] |= set(ids)
     for epoch in (0, 1):
         assert not by_epoch[(0, epoch)] & by_epoch[(1, epoch)]
+
+    caches = list((work / "cache" / "images").glob("*.npy"))  # both ranks read one file, written once by one
+    assert len(caches) == 1 and read_header(caches[0])["writer"]["pid"] != os.getpid()
+    assert not list((work / "cache" / "images").glob(".tmp-*"))
 
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and ckpt["step"] == len(per_rank[0])
