@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def make_toy_workspace(
     for i, (pid, ck) in enumerate(zip(train["pid"], train["clothes_key"], strict=True)):
         feats[i, 0] = np.random.default_rng(int(pid)).normal(size=TEXT_DIM)
         feats[i, 1] = np.random.default_rng(1000 + int(pid)).normal(size=TEXT_DIM)
-        feats[i, 2] = np.random.default_rng(abs(hash(ck)) % 2**32).normal(size=TEXT_DIM)
+        feats[i, 2] = np.random.default_rng(zlib.crc32(str(ck).encode())).normal(size=TEXT_DIM)
     import torch
 
     feat_file = root / "features.pt"
