@@ -637,8 +637,21 @@ class Trainer:
         return improved
 
 
+def stage_names_problem(cfg: TrainConfig) -> None:
+    """A ConfigError when ``cfg`` still names a pre-training stage (``pretrain:<name>``), which only the pipeline
+    resolves into files."""
+    for key, value in (("text.encoder", cfg.text.encoder), ("model.pretrained", cfg.model.pretrained)):
+        if isinstance(value, str) and value.startswith("pretrain:"):
+            raise ConfigError(
+                f"{key}: {value!r} names a pre-training stage, which the pipeline runs (`differ demo`, `differ run`); "
+                f"for `differ train`, run `differ pretrain {value.split(':', 1)[1]}` and pass the files it prints "
+                "(text.encoder=open_clip:<json>@<weights>, model.pretrained=<trunk>)"
+            )
+
+
 def train(cfg: TrainConfig, resume_anyway: bool = False) -> Path:
     """Train (or resume) the run ``cfg`` describes; returns its run folder. A run folder whose ``config.yaml``
     differs from ``cfg`` is refused unless ``resume_anyway`` (see :func:`check_run_folder`)."""
+    stage_names_problem(cfg)
     with Trainer(cfg, resume_anyway) as trainer:
         return trainer.fit()

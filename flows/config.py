@@ -12,8 +12,8 @@ from differ_common.errors import ConfigError
 from differ_common.perspectives import PERSPECTIVES
 from differ_core.config_files import resolve_config
 
-Stage = Literal["manifest", "caption", "summarize", "encode", "train", "evaluate"]
-STAGES: tuple[str, ...] = ("manifest", "caption", "summarize", "encode", "train", "evaluate")
+Stage = Literal["pretrain", "manifest", "caption", "summarize", "encode", "train", "evaluate"]
+STAGES: tuple[str, ...] = ("pretrain", "manifest", "caption", "summarize", "encode", "train", "evaluate")
 
 # Training-config keys that also configure other stages, and the pipeline field each one sets: a training override
 # `key=value` sets that field too, so every stage sees it (docs/design.md §4). The pipeline captions at least the
@@ -74,7 +74,9 @@ class PipelineConfig(BaseModel):
     )
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
-    encoder: str = Field("minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | ...")
+    encoder: str = Field(
+        "minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | pretrain:<name> | ..."
+    )
     train_config: str = Field(
         "configs/synthcc.yaml",
         description="training YAML: a path, or a shipped/`$DIFFER_CONFIG_PATH` config name",

@@ -80,15 +80,17 @@ def _clean_failures(fn):
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """The DAG in dependency order; caption chunks run concurrently over the task runner."""
     from differ_common.workspace import resolve_workdir
+    from flows.pretrain_stage import resolve
 
     ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))
+    resolve(ctx)  # a `pretrain:<name>` text encoder or backbone: the CLIP-style pre-training first
     manifest_step(ctx)
     with task_runner_for(cfg) as runner:
         caption_step(ctx, runner)
     summarize_step(ctx)
     encode_step(ctx)
     train_step(ctx)
-    record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # the run's reproduce.json names this config
+    record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # reproduce.json: the config as given (`pretrain:<name>`)
     if cfg.evaluate:
         evaluate_step(ctx)
     return _finish(ctx, f"differ-pipeline {cfg.dataset}")
@@ -125,7 +127,7 @@ def differ_caption(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
 @_clean_failures
 def differ_encode(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Text features of the current captions."""
-    ctx = Context.from_disk(config)
+    ctx = Context.from_disk(config, pretrain=True)
     encode_step(ctx)
     return _finish(ctx, f"differ-encode {config.dataset}")
 
@@ -134,7 +136,7 @@ def differ_encode(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]: 
 @_clean_failures
 def differ_train(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Train on the current features."""
-    ctx = Context.from_disk(config)
+    ctx = Context.from_disk(config, pretrain=True)
     train_step(ctx)
     return _finish(ctx, f"differ-train {config.dataset}")
 
@@ -143,7 +145,7 @@ def differ_train(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  
 @_clean_failures
 def differ_evaluate(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Evaluate the run trained on the current inputs."""
-    ctx = Context.from_disk(config)
+    ctx = Context.from_disk(config, pretrain=True)
     evaluate_step(ctx)
     return _finish(ctx, f"differ-evaluate {config.dataset}")
 

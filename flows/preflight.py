@@ -159,8 +159,21 @@ def _open_clip_config(arch: str, ckpt: Path | None) -> tuple[dict[str, Any] | No
     return None, False
 
 
+def _pretrain_problems(value: str, key: str, problems: list[str]) -> int | None:
+    """A ``pretrain:<name>`` whose config cannot be read; returns the text tower's dimension."""
+    from differ_core.clip_pretrain.config import load_pretrain_config
+
+    try:
+        return load_pretrain_config(value.split(":", 1)[1].strip()).model.embed_dim
+    except DifferError as exc:
+        problems.append(f"{key}: {value}: {exc}")
+        return None
+
+
 def _encoder_problems(spec: str, problems: list[str]) -> int | None:
     """Problems of a text-encoder spec (``captions.encoders`` rules, files only); returns its dimension if known."""
+    if spec.startswith("pretrain:"):  # a pre-training the pipeline runs first: its config must load
+        return _pretrain_problems(spec, "text.encoder", problems)
     if spec.startswith("official:"):
         problems.append(
             f"text.encoder: {spec} names imported official features, which the encode stage cannot compute; "
@@ -226,6 +239,8 @@ def _training_problems(
     problem = tc.pretrained_problem(src)
     if problem:
         problems.append(problem)
+    elif tc.model.weights_file and tc.model.weights_file.startswith("pretrain:"):
+        _pretrain_problems(tc.model.weights_file, "model.pretrained", problems)
     elif tc.model.weights_file and not Path(tc.model.weights_file).expanduser().is_file():
         problems.append(
             f"model.pretrained: {tc.model.weights_file} not found; place the {tc.model.backbone} weights there "

@@ -42,6 +42,26 @@ def print_result(result: dict[str, Any], title: str = "differ") -> None:
             console.print(f"[bold]{key}[/bold]: {result[key]}")
 
 
+def print_comparison(results: dict[str, dict[str, Any]]) -> None:
+    """One table of Rank-1 and mAP per protocol, a column pair per named pipeline result."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = {name: {r["protocol"]: r for r in metric_rows(res["metrics"])} for name, res in results.items()}
+    protocols = list(dict.fromkeys(p for by in rows.values() for p in by))
+    t = Table(title="test split: Rank-1 / mAP (%)")
+    t.add_column("protocol")
+    for name in rows:
+        t.add_column(name, justify="right")
+    for p in protocols:
+        cells = [
+            f"{100 * by[p]['rank1']:.1f} / {100 * by[p]['mAP']:.1f}" if p in by else "-"
+            for by in rows.values()
+        ]
+        t.add_row(p, *cells)
+    Console().print(t)
+
+
 def run_flow(flow: Any, cfg: Any) -> dict[str, Any]:
     """Run a differ flow locally; a failed stage becomes a DifferError with its one-line message."""
     from differ_common.errors import DifferError

@@ -46,8 +46,20 @@ def evaluate_ok(p: dict[str, Any]) -> bool:
     return RunLayout(Path(p["run_dir"])).metrics.exists()
 
 
+def pretrain_ok(p: dict[str, Any]) -> bool:
+    """The pre-training's folder is complete (``differ_core.clip_pretrain.train.PretrainOutput``)."""
+    from differ_core.clip_pretrain.config import load_pretrain_config
+    from differ_core.clip_pretrain.train import output_for
+
+    try:
+        return output_for(load_pretrain_config(p["config"]), p["workdir"]).complete()
+    except Exception:  # noqa: BLE001 - an unreadable config: the task reports it
+        return False
+
+
 # stage -> its output check (called with the task's parameters)
 OUTPUT_CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "pretrain": pretrain_ok,
     "manifest": manifest_ok,
     "caption": caption_ok,
     "summarize": summarize_ok,

@@ -7,6 +7,10 @@ Modules import only argparse-level things and the light registries (their names 
 # command name -> module under flows.commands; help text
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the whole pipeline on SynthCC with the embedded defaults"),
+    "pretrain": (
+        "pretrain",
+        "the CLIP-style pre-training on synthetic people (SynthCC's EVA02-CLIP stand-in)",
+    ),
     "manifest": (
         "manifest",
         "write the manifest of a dataset (ltcc, prcc, celeb-light, ccvid, custom, synthcc)",

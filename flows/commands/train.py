@@ -43,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
         if base.data.workdir is None:
             overrides.insert(0, f"data.workdir={args.workdir}")
     cfg = load_config(cfg_path, overrides)
+    from flows.pretrain_stage import file_overrides
+
+    if extra := file_overrides(
+        cfg, cfg.data.workdir
+    ):  # `pretrain:<name>`: its files (trained first if needed)
+        overrides += extra
+        cfg = load_config(cfg_path, overrides)
     total = args.processes * args.num_machines
     if total <= 1:
         from differ_core.training import train

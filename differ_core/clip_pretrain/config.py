@@ -1,0 +1,119 @@
+"""The settings of a CLIP-style pre-training (``differ_core/configs/pretrain/*.yaml``) and their fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from differ_common.errors import ConfigError
+from differ_common.fingerprint import package_versions, sha256_json
+
+# Bump when the corpus, the model building or the training loop changes what a config produces.
+CODE_VERSION = 1
+PACKAGES = ("torch", "timm", "open_clip_torch", "numpy", "pillow")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class PeopleConfig(_Section):
+    """The synthetic people it learns from: a SynthCC generated with its own seed (disjoint from the study's)."""
+
+    seed: int = Field(1000, description="SynthCC generator seed (the study and the demo use 0..4)")
+    num_train_ids: int = Field(300, ge=2)
+    num_test_ids: int = Field(40, ge=2, description="held-out people for the zero-shot check")
+    outfits_per_id: int = Field(4, ge=2)
+    images_per_outfit: int = Field(4, ge=2)
+    img_height: int = Field(96, ge=32)
+    img_width: int = Field(48, ge=16)
+    knobs: dict[str, Any] = Field(
+        default_factory=dict, description="other SynthCC knobs (clothing_saliency, ...)"
+    )
+
+
+class VisionConfig(_Section):
+    timm_model_name: str = Field(
+        "regnetx_002", description="a timm trunk; the DIFFER backbone of the same name"
+    )
+    timm_pool: str = "avg"
+    timm_proj: str = "linear"
+
+
+class TextTowerConfig(_Section):
+    context_length: int = Field(96, ge=8)
+    width: int = Field(96, ge=8)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+
+
+class ModelConfig(_Section):
+    name: str = Field("synthcc-clip", description="the open_clip model name its config JSON registers")
+    embed_dim: int = Field(256, ge=8)
+    vision: VisionConfig = VisionConfig()
+    text: TextTowerConfig = TextTowerConfig()
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps warming up (one cycle)")
+    caption_variants: int = Field(4, ge=1, description="full descriptions per image, one drawn at each step")
+    single_perspective: float = Field(
+        0.0, ge=0, le=1, description="share of the pairs whose text is one perspective's caption instead"
+    )
+    flip: float = Field(0.5, ge=0, le=1)
+    threads: int = Field(2, ge=1, description="CPU threads; part of the result (float sums), so fixed")
+
+
+class PretrainConfig(_Section):
+    """One CLIP-style pre-training: people, model and schedule."""
+
+    people: PeopleConfig = PeopleConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def fingerprint(self) -> str:
+        """What the result depends on: these settings, the code and the versions of the packages doing the
+        arithmetic (the generator's and captioner's versions are part of the corpus)."""
+        from captions.attributes_captioner import TEMPLATES_VERSION
+        from data_manifests.synthcc.config import GENERATOR_VERSION
+
+        return sha256_json(
+            [self.model_dump(mode="json"), CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
+             package_versions(*PACKAGES)],
+            12,
+        )  # fmt: skip
+
+
+def resolve_pretrain_config(name: str | Path) -> Path:
+    """A pre-training config by path or by name among ``configs/pretrain/`` (``synthcc_clip``)."""
+    from differ_core.config_files import resolve_config
+
+    p = Path(str(name)).expanduser()
+    if p.is_file():
+        return p.resolve()
+    rel = str(name).removeprefix("configs/").removeprefix("pretrain/")
+    return resolve_config(f"pretrain/{rel}")
+
+
+def load_pretrain_config(name: str | Path) -> PretrainConfig:
+    """Read and validate a pre-training YAML; errors name the file and the key."""
+    path = resolve_pretrain_config(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return PretrainConfig(**data)
+    except (ValidationError, TypeError) as exc:
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{path}: {loc}: {err['msg']}") from None
+        raise ConfigError(f"{path}: {exc}") from None

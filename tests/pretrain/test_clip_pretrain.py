@@ -1,0 +1,123 @@
+"""The CLIP-style pre-training: bit-reproducible, cached by its fingerprint, both halves loadable as the paper's
+EVA02-CLIP is (text tower through `open_clip:<json>@<weights>`, image tower as `model.pretrained`)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from differ_common.errors import ConfigError
+from differ_core.clip_pretrain.config import load_pretrain_config
+from differ_core.clip_pretrain.train import build_model, output_for, run_pretrain, trunk_state
+
+from .conftest import write_config
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny pre-training run in two fresh workspaces."""
+    root = tmp_path_factory.mktemp("pretrain")
+    cfg = load_pretrain_config(write_config(root / "tiny.yaml"))
+    logs: list[str] = []
+    a = run_pretrain(cfg, root / "wa", log=logs.append)
+    b = run_pretrain(cfg, root / "wb", log=lambda m: None)
+    return cfg, a, b, logs, root
+
+
+def test_same_seed_gives_bit_identical_weights(trained):
+    cfg, a, b, logs, _ = trained
+    assert a.complete() and b.complete()
+    assert _sha(a.weights) == _sha(b.weights)
+    assert _sha(a.trunk) == _sha(b.trunk)
+    assert a.folder.name == f"tiny-clip-{cfg.fingerprint()}"
+
+
+def test_it_learns(trained):
+    """The contrastive loss falls over three epochs (an optimizer that never steps keeps it flat)."""
+    _, a, _, logs, _ = trained
+    import pandas as pd
+
+    loss = pd.read_csv(a.folder / "train_log.csv")["loss"].tolist()
+    assert len(loss) == 3 and loss[-1] < loss[0] - 0.2, loss
+    assert any("pretrain epoch 3/3" in m for m in logs)
+
+
+def test_a_finished_pretraining_is_reused_and_a_change_is_a_new_one(trained):
+    cfg, a, _, _, root = trained
+    before = a.weights.stat().st_mtime_ns
+    again = run_pretrain(cfg, root / "wa", log=lambda m: pytest.fail(f"retrained: {m}"))
+    assert again.folder == a.folder and a.weights.stat().st_mtime_ns == before
+    other = load_pretrain_config(write_config(root / "other.yaml", train__lr=0.001))
+    assert output_for(other, root / "wa").folder != a.folder
+    assert other.fingerprint() != cfg.fingerprint()
+
+
+def test_text_tower_loads_through_the_open_clip_spec(trained):
+    """The encoder a real EVA02-CLIP checkpoint goes through gives the trained text tower's features."""
+    from captions.encoders import load_encoder
+
+    cfg, a, _, _, _ = trained
+    enc = load_encoder(a.text_encoder, device="cpu")
+    texts = ["a tall person with short black hair", "wearing a red top and blue trousers"]
+    got = enc.encode(texts)
+    model, tok = build_model(cfg, a.config_json)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(a.weights)))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(model.eval().encode_text(tok(texts)), dim=-1)
+    got = torch.as_tensor(got, dtype=torch.float32)
+    assert got.shape == (2, cfg.model.embed_dim)
+    assert torch.allclose(torch.nn.functional.normalize(got, dim=-1), want, atol=1e-5)
+
+
+def test_image_tower_is_the_differ_backbone(trained):
+    """`model.pretrained=<trunk>` loads every trunk tensor into the timm backbone of the same name."""
+    import timm
+    from safetensors.torch import load_file
+
+    from differ_core.model import load_backbone_weights
+
+    cfg, a, _, _, _ = trained
+    backbone = timm.create_model(cfg.model.vision.timm_model_name, num_classes=0, pretrained=False)
+    report = load_backbone_weights(backbone, a.trunk)
+    assert report["missing"] == [] and report["unexpected"] == []
+    model, _ = build_model(cfg, a.config_json)
+    model.load_state_dict(load_file(str(a.weights)))
+    x = torch.randn(2, 3, cfg.people.img_height, cfg.people.img_width)
+    with torch.no_grad():
+        assert torch.allclose(backbone.eval()(x), model.visual.trunk.eval()(x), atol=1e-5)
+    assert set(trunk_state(model)) == set(backbone.state_dict())
+
+
+def test_zero_shot_record(trained):
+    _, a, _, _, _ = trained
+    scores = a.zero_shot()
+    assert scores["held_out_ids"] == 4
+    for p in ("clothing", "hairstyle", "biometrics"):
+        s = scores[p]
+        assert (
+            0 <= s["i2t_r1"] <= 100
+            and 0 <= s["t2i_r1"] <= 100
+            and s["chance"] == round(100 / s["candidates"], 1)
+        )
+
+
+def test_bad_config_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epoch"):
+        load_pretrain_config(bad)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_pretrain_config("no_such_pretraining")
+
+
+def test_shipped_config_loads():
+    cfg = load_pretrain_config("synthcc_clip")
+    assert cfg.model.vision.timm_model_name == "regnetx_002" and cfg.people.seed not in range(5)
