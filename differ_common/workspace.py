@@ -17,9 +17,17 @@ def resolve_workdir(workdir: str | os.PathLike | None = None) -> Path:
     return Path(w).expanduser().resolve()
 
 
+SLUG_MAX = 100  # file names stay far below the 255-byte limit of most file systems, with a prefix or suffix
+
+
 def slug(text: str) -> str:
-    """A file-system-safe name for a spec such as ``open_clip:EVA02-B-16@/ckpt/x.pt``."""
+    """A file-system-safe name for a spec such as ``open_clip:EVA02-B-16@/ckpt/x.pt``; a long one (local paths)
+    keeps its first and last 40 characters around a hash of the whole."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+    if len(s) > SLUG_MAX:
+        import hashlib
+
+        s = f"{s[:40]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}-{s[-40:]}"
     return s or "default"
 
 
