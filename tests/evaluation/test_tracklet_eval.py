@@ -44,6 +44,18 @@ def test_one_item_per_tracklet_with_the_mean_of_its_frames(manifest, split):
     assert s.clothes.tolist() == want["clothes_id"].tolist() and s.paths == want["path"].tolist()
 
 
+def test_row_order_does_not_matter(manifest):
+    feats = np.random.default_rng(3).normal(size=(len(manifest), 4)).astype(np.float32)
+    order = np.random.default_rng(4).permutation(len(manifest))
+    shuffled = manifest.iloc[order].reset_index(drop=True)
+    a = build_set(manifest, feats, "gallery", tracklet=True)
+    b = build_set(shuffled, feats[order], "gallery", tracklet=True)
+    pos = {t: i for i, t in enumerate(b.ids)}
+    idx = [pos[t] for t in a.ids]
+    np.testing.assert_allclose(b.feats[idx], a.feats, rtol=1e-6, atol=1e-6)
+    assert b.pids[idx].tolist() == a.pids.tolist() and [b.paths[i] for i in idx] == a.paths
+
+
 def test_memory_mapped_float16_features_in_small_blocks_give_the_same_means(manifest, tmp_path, monkeypatch):
     feats = np.random.default_rng(1).normal(size=(len(manifest), 6)).astype(np.float16)
     mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float16, shape=feats.shape)
