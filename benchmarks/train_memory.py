@@ -24,6 +24,9 @@ The decoded size is the train split at the training size (``N × 3 × H × W`` b
 image memory of any rank of the cache runs over the decoded size (goal <= 0.10); the line before it is the same
 for the in-memory reference measured in this run.
 
+Then the CCVID part (``benchmarks/ccvid_plan.py``, in its own process): an epoch plan and a tracklet evaluation on
+a synthetic CCVID-shaped manifest of ~350k frame rows, with their seconds and peak memory.
+
     python benchmarks/train_memory.py                      # generates SynthCC default in a temp workspace
     python benchmarks/train_memory.py --workdir W --steps 4  # reuses W's synthcc manifest
 """
@@ -198,4 +201,7 @@ def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Names
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ccvid_plan import part as ccvid_part  # the CCVID-shaped epoch plan and tracklet evaluation
+
+    raise SystemExit(main(parts=[ccvid_part]))

@@ -33,16 +33,19 @@ def plan_job(
     engine_args: dict[str, Any] | None = None,
     chunk_size: int | None = None,
     lease_s: float = DEFAULT_LEASE_S,
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> dict[str, Any]:
     """``{"job": header, "chunks": [{"block", "image_ids", "paths", "missing": {p: ids}}], "reused": {p: n}}``;
-    the header carries what every chunk needs (workspace, captioner spec, current keys, plan time)."""
+    the header carries what every chunk needs (workspace, captioner spec, current keys, plan time); ``targets``,
+    ``every_k``: the frames of a video manifest that are captioned (``captions.targets``)."""
     from captions.writer import prepare_job
     from data_manifests.schema import load_manifest
 
     ws = Workspace.at(workdir)
     job, _, claims = prepare_job(
         ws, dataset, perspectives, captioner, prompts, split, noise, seed, trust_remote_code, None,
-        engine_args, chunk_size, lease_s,
+        engine_args, chunk_size, lease_s, targets=targets, every_k=every_k,
     )  # fmt: skip
     manifest = load_manifest(ws.root, dataset)
     paths = dict(zip(manifest["image_id"], manifest["path"], strict=True))

@@ -82,11 +82,20 @@ def read_perspective(
     return all_ids[keep], all_vecs[keep]
 
 
-def _slot_keys(manifest: Any, slot: int, bio_source: str) -> tuple[bool, np.ndarray]:
-    """(is the summary slot, the key of each manifest row for that slot: image_id, or str(pid))."""
+def _slot_keys(
+    manifest: Any, slot: int, bio_source: str, caption_ids: np.ndarray | None = None
+) -> tuple[bool, np.ndarray]:
+    """(is the summary slot, the key of each manifest row for that slot: str(pid), else the image whose captions
+    the row uses: ``caption_ids`` or its own image_id)."""
     summary = slot == 0 and bio_source == "summary"
-    col = manifest["pid"].astype("int64").astype(str) if summary else manifest["image_id"].astype(str)
-    return summary, col.to_numpy()
+    if summary:
+        return summary, manifest["pid"].astype("int64").astype(str).to_numpy()
+    if caption_ids is not None:
+        keys = np.asarray(caption_ids).astype(str)
+        if keys.shape != (len(manifest),):
+            raise DataError(f"caption_ids: one image id per manifest row ({len(manifest)}), got {keys.shape}")
+        return summary, keys
+    return summary, manifest["image_id"].astype(str).to_numpy()
 
 
 def _check_args(manifest: Any, perspectives: list[str], bio_source: str) -> None:
@@ -128,19 +137,21 @@ def load_text_features(
     manifest: Any,
     perspectives: list[str],
     bio_source: str = "image",
+    caption_ids: np.ndarray | None = None,
 ) -> Any:
     """Aligned text features ``torch.FloatTensor [len(manifest), len(perspectives), D]`` in manifest row order.
 
     ``perspectives[0]`` is the biometric slot: with ``bio_source="summary"`` it holds the identity-summary
-    feature of each row's ``pid`` instead of the image's own caption feature. Raises DataError naming the first
-    images (or pids) that lack a feature and the command that fills them.
+    feature of each row's ``pid`` instead of the image's own caption feature. ``caption_ids``: the image whose
+    captions each row uses (``captions.targets.caption_keys``; default its own). Raises DataError naming the
+    first images (or pids) that lack a feature and the command that fills them.
     """
     import torch
 
     _check_args(manifest, perspectives, bio_source)
     out: np.ndarray | None = None
     for slot, p in enumerate(perspectives):
-        summary, keys = _slot_keys(manifest, slot, bio_source)
+        summary, keys = _slot_keys(manifest, slot, bio_source, caption_ids)
         stored = SUMMARY_PERSPECTIVE if summary else p
         ids, vecs = read_perspective(workdir, dataset, encoder, stored)
         idx = _positions(ids, keys, summary, dataset, encoder, p, stored)
@@ -277,13 +288,15 @@ def open_text_features(
     bio_source: str = "image",
     dtype: str = "float32",
     log: Callable[[str], None] = print,
+    caption_ids: np.ndarray | None = None,
 ) -> TextFeatures:
     """The text features :func:`load_text_features` gives (the same values for float32), as a
-    :class:`TextFeatures` over the shared per-perspective caches: only ``perspectives`` are read."""
+    :class:`TextFeatures` over the shared per-perspective caches: only ``perspectives`` are read. Rows that share
+    a caption (``caption_ids``) share its feature row: one position index per slot, no copy."""
     _check_args(manifest, perspectives, bio_source)
     arrays, positions = [], []
     for slot, p in enumerate(perspectives):
-        summary, keys = _slot_keys(manifest, slot, bio_source)
+        summary, keys = _slot_keys(manifest, slot, bio_source, caption_ids)
         stored = SUMMARY_PERSPECTIVE if summary else p
         mm, ids = open_perspective(workdir, dataset, encoder, stored, dtype, log)
         if arrays and mm.shape[1] != arrays[0].shape[1]:

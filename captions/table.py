@@ -174,17 +174,22 @@ def caption_status(
     dataset: str,
     prompts: str | os.PathLike | None = None,
     split: str = "train",
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> pd.DataFrame:
-    """Per perspective: rows current / stale (other prompt or model) / missing for ``split``, flagged and
-    error rows, the recorded prompt_id and whether the prompts file (``prompts``, default packaged) changed it."""
+    """Per perspective: rows current / stale (other prompt or model) / missing among ``split``'s caption
+    targets (``captions.targets``), flagged and error rows, the recorded prompt_id and whether the prompts file
+    (``prompts``, default packaged) changed it."""
     import pandas as pd
 
     from captions.prompts import load_prompts
+    from captions.targets import caption_target_rows
     from data_manifests.schema import load_manifest
 
     ws = Workspace.at(workdir)
     manifest = load_manifest(ws.root, dataset)
-    target = set(manifest.loc[manifest["split"] == split, "image_id"])
+    rows_of_split = manifest.loc[manifest["split"] == split]
+    target = set(caption_target_rows(rows_of_split, targets, every_k, dataset)["image_id"])
     current = read_current_json(ws.root, dataset)
     specs = load_prompts(prompts)
     records = []

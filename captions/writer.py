@@ -183,6 +183,8 @@ def caption_dataset(
     lease_s: float = DEFAULT_LEASE_S,
     threads: int | None = None,
     engine_args: dict[str, Any] | None = None,
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> CaptionReport:
     """Caption the missing (image, perspective) rows of ``dataset`` and update ``_current.json``.
 
@@ -194,7 +196,9 @@ def caption_dataset(
     than this is merged into one part at the end of the run. The work is chunks of ``chunk_size`` images ×
     their missing perspectives, claimed with a lease of ``lease_s`` (``captions.chunks``); ``workers`` /
     ``devices``: worker processes, one model each (``captions.workers.resolve_devices``); ``threads``: torch
-    threads per CPU worker; ``engine_args``: passed to the vLLM engine. Returns a CaptionReport.
+    threads per CPU worker; ``engine_args``: passed to the vLLM engine; ``targets``/``every_k``: which frames of a
+    video manifest are captioned (``captions.targets``: ``auto`` = one per tracklet for ccvid, else every
+    image). Returns a CaptionReport.
     """
     from captions.workers import resolve_devices
 
@@ -205,7 +209,7 @@ def caption_dataset(
     ws = Workspace.at(workdir)
     job, cap, claims = prepare_job(
         ws, dataset, perspectives, captioner, prompts, split, noise, seed, trust_remote_code, device,
-        engine_args, chunk_size, lease_s, backend,
+        engine_args, chunk_size, lease_s, backend, targets=targets, every_k=every_k,
     )  # fmt: skip
     labels = resolve_devices(captioner if backend is None else "attributes", workers, devices, device)
     if backend is not None and len(labels) > 1:
@@ -255,12 +259,17 @@ def prepare_job(
     chunk_size: int | None = None,
     lease_s: float = DEFAULT_LEASE_S,
     backend: Captioner | None = None,
+    *,
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> tuple[Job, Captioner, Claims]:
     """The plan of ``caption_dataset`` and of the flow's chunk tasks (``captions.chunk_jobs``):
     the captioner (built, weights not loaded), the claims (plan time: taken before the parts are read) and
-    the chunks of ``split``'s images × the perspectives still missing for them."""
+    the chunks of ``split``'s caption targets (``captions.targets``: every image, or one frame per tracklet or
+    every ``every_k``-th) × the perspectives still missing for them."""
     from captions.backends import make_captioner
     from captions.prompts import load_prompts
+    from captions.targets import caption_target_rows
     from data_manifests.schema import load_manifest
     from differ_common.io import clean_stale_temps
 
@@ -270,7 +279,7 @@ def prepare_job(
     specs = load_prompts(prompts)
     manifest = load_manifest(ws.root, dataset)
     splits = _splits(manifest, split, ws.manifest(dataset))
-    target = manifest[manifest["split"].isin(splits)]
+    target = caption_target_rows(manifest[manifest["split"].isin(splits)], targets, every_k, dataset)
     cap = backend or make_captioner(
         captioner, workdir=ws.root, dataset=dataset, noise=noise, seed=seed,
         trust_remote_code=trust_remote_code, device=device, engine_args=engine_args,

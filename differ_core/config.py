@@ -71,6 +71,19 @@ class DataConfig(_Section):
     num_workers: int = Field(
         2, ge=0, description="DataLoader worker processes decoding per batch when no cache is used"
     )
+    frames_per_tracklet: int | None = Field(
+        None,
+        ge=1,
+        description="video manifests (track_id): frames each training tracklet piece gives per epoch, CAL's clip "
+        "rule (differ_core.video_sampling); none = every frame, every epoch",
+    )
+    frame_stride: int = Field(4, ge=1, description="frames_per_tracklet: stride of a piece's clip (CAL's 4)")
+    tracklet_split: int = Field(
+        64,
+        ge=0,
+        description="frames_per_tracklet: training tracklets cut into pieces of this many frames first, the last "
+        "keeping the rest (CAL's dense sampling, 64); 0 = whole tracklets",
+    )
 
     @field_validator("img_size")
     @classmethod
@@ -101,6 +114,13 @@ class TextConfig(_Section):
     feature_dtype: Literal["float32", "float16"] = Field(
         "float32", description="storage of the memory-mapped text features (batches are float32)"
     )
+    caption_targets: Literal["auto", "frame", "tracklet", "every_k"] = Field(
+        "auto",
+        description="which frames of a tracklet carry captions, shared by the tracklet's other frames "
+        "(captions.targets): frame = every image; tracklet = its middle frame; every_k = every "
+        "caption_every_k-th frame; auto = tracklet for ccvid, else frame",
+    )
+    caption_every_k: int = Field(8, ge=1, description="caption_targets=every_k: one captioned frame in k")
 
     @field_validator("perspectives")
     @classmethod

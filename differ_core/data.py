@@ -223,16 +223,20 @@ def _features_from_file(path: str, image_ids: list[str], n_slots: int) -> torch.
 def load_features(cfg: TrainConfig, workdir: str | Path, rows: pd.DataFrame, log: Any = print) -> Any:
     """The text features of ``rows`` (``[len(rows), len(text.perspectives), D]``, gathered per batch as float32):
     the workspace's shared memory-mapped perspectives, or a ``text.features_file`` held in memory; stored as
-    ``text.feature_dtype``."""
+    ``text.feature_dtype``. Each row reads the features of its caption target (``text.caption_targets``,
+    :mod:`captions.targets`: itself, or the captioned frame of its tracklet)."""
     from captions.feature_reader import TextFeatures, open_text_features
+    from captions.targets import caption_keys
 
     perspectives = list(cfg.text.perspectives)
+    rows = rows.reset_index(drop=True)
+    keys = caption_keys(rows, cfg.text.caption_targets, cfg.text.caption_every_k, cfg.data.dataset)
     if cfg.text.features_file:
-        dense = _features_from_file(cfg.text.features_file, rows["image_id"].tolist(), len(perspectives))
+        dense = _features_from_file(cfg.text.features_file, keys.tolist(), len(perspectives))
         return TextFeatures.from_dense(dense, cfg.text.feature_dtype)
     feats = open_text_features(
-        workdir, cfg.data.dataset, cfg.text.encoder, rows.reset_index(drop=True), perspectives,
-        cfg.text.bio_source, cfg.text.feature_dtype, log,
+        workdir, cfg.data.dataset, cfg.text.encoder, rows, perspectives, cfg.text.bio_source,
+        cfg.text.feature_dtype, log, caption_ids=keys,
     )  # fmt: skip
     if feats.shape[:2] != (len(rows), len(perspectives)):
         raise DataError(
@@ -257,6 +261,8 @@ class TrainData:
     val: dict[str, Any] = field(
         default_factory=dict
     )  # images (an ImageSource), pids, camids, clothes, is_query
+    tracks: np.ndarray | None = None  # int64 [N] tracklet code per row (video manifests), else None
+    frames: np.ndarray | None = None  # int64 [N] frame index within the tracklet
 
     @property
     def text_dim(self) -> int | None:
@@ -320,6 +326,11 @@ def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -
             "is_query": is_query,
             "image_ids": va["image_id"].tolist(),
         }
+    tracks = frames = None
+    if "track_id" in tr.columns and len(tr) and tr["track_id"].notna().all():
+        tracks = pd.factorize(tr["track_id"].astype(str), sort=True)[0].astype(np.int64)
+        has_frame = "frame" in tr.columns
+        frames = tr["frame"].fillna(0).to_numpy(np.int64) if has_frame else np.zeros(len(tr), np.int64)
     return TrainData(
         images=images,
         labels=torch.tensor(tr["pid"].map(relabel).to_numpy(np.int64)),
@@ -329,4 +340,6 @@ def prepare_data(cfg: TrainConfig, workdir: str | Path, rank_log: Any = print) -
         num_classes=len(relabel),
         num_cameras=num_cameras,
         val=val,
+        tracks=tracks,
+        frames=frames,
     )

@@ -20,6 +20,9 @@ identity can fill two chunks of one batch, every chunk is used, and every epoch 
 
 The official code's sampler repeated the same order every epoch (``set_epoch`` is never called); in both styles
 here the epoch is part of the seed.
+
+Subclasses change what an epoch draws from (:meth:`IdentityBatchSampler.epoch_groups`, e.g. the frames sampled
+per tracklet in :mod:`differ_core.video_sampling`) and the order an identity's items are cut in (``_order``).
 """
 
 from __future__ import annotations
@@ -70,18 +73,29 @@ class IdentityBatchSampler:
         else:
             self._len = len(self._global_batches(0)) // self.num_replicas
 
+    # ---- what an epoch draws from (subclasses: a different item set per epoch, another order)
+    def epoch_groups(self, epoch: int) -> dict[int, np.ndarray]:
+        """Each identity's dataset indices that ``epoch`` draws from (here: all of them, every epoch)."""
+        return self.groups
+
+    def _order(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """An identity's items in the order they are cut into K-chunks (here: a random permutation)."""
+        return rng.permutation(idx)
+
     # ---- plan
     def _global_batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, 0x1D5])
+        groups = self.epoch_groups(epoch)
         chunks: dict[int, list[np.ndarray]] = {}
-        for pid, idx in self.groups.items():
+        for pid, idx in groups.items():
             if len(idx) < self.K:
-                idx = np.concatenate([rng.permutation(idx), rng.choice(idx, self.K - len(idx), replace=True)])
+                first = self._order(idx, rng)  # drawn before the padding
+                idx = np.concatenate([first, rng.choice(idx, self.K - len(idx), replace=True)])
             else:
-                idx = rng.permutation(idx)
+                idx = self._order(idx, rng)
             n = len(idx) // self.K
             chunks[pid] = [idx[j * self.K : (j + 1) * self.K] for j in range(n)]
-        available = [pid for pid in self.groups if chunks[pid]]
+        available = [pid for pid in groups if chunks[pid]]
         batches: list[np.ndarray] = []
         while len(available) >= self.P:
             chosen = rng.choice(len(available), self.P, replace=False)
@@ -90,25 +104,25 @@ class IdentityBatchSampler:
             available = [pid for pid in available if chunks[pid]]
         return batches
 
-    def _chunks(self, rng: np.random.Generator) -> list[np.ndarray]:
+    def _chunks(self, rng: np.random.Generator, groups: dict[int, np.ndarray]) -> list[np.ndarray]:
         """Every identity's images shuffled and cut into K-chunks (padded with replacement when fewer than K)."""
         chunks: list[np.ndarray] = []
-        for idx in self.groups.values():
+        for idx in groups.values():
             if len(idx) < self.K:
                 idx = rng.choice(idx, self.K, replace=True)
-            idx = rng.permutation(idx)
+            idx = self._order(idx, rng)
             chunks += [idx[j * self.K : (j + 1) * self.K] for j in range(len(idx) // self.K)]
         return chunks
 
     def _official_chunks_per_rank(self) -> int:
         """``num_samples // K`` of the official sampler: the chunks each rank gets per epoch."""
-        n = sum(max(len(idx), self.K) // self.K for idx in self.groups.values())
+        n = sum(max(len(idx), self.K) // self.K for idx in self.epoch_groups(0).values())
         r = self.num_replicas
         return math.ceil((n - r) / r) if n % r else n // r
 
     def _official_plan(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, 0x0FF])
-        chunks = self._chunks(rng)
+        chunks = self._chunks(rng, self.epoch_groups(epoch))
         order = rng.permutation(len(chunks))
         per_rank = self._official_chunks_per_rank()
         mine = [chunks[i] for i in order[: per_rank * self.num_replicas]][self.rank :: self.num_replicas]

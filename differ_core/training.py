@@ -280,7 +280,7 @@ class Trainer:
         from differ_core.model import build_model, model_mean_std
         from differ_core.optim import build_optimizer, build_scheduler, is_epoch_scheduler
         from differ_core.reproducibility import record_training
-        from differ_core.sampler import IdentityBatchSampler
+        from differ_core.video_sampling import make_sampler
 
         cfg = self.cfg
         problem = cfg.pretrained_problem()
@@ -321,12 +321,16 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         try:
-            self.sampler = IdentityBatchSampler(
-                data.labels.tolist(), cfg.sampler.P, cfg.sampler.K, cfg.run.seed, self.world, self.rank,
-                style=cfg.sampler.style,
-            )  # fmt: skip
+            self.sampler = make_sampler(
+                cfg, data.labels.tolist(), data.tracks, data.frames, self.world, self.rank
+            )  # frames sampled per tracklet each epoch when data.frames_per_tracklet is set (video manifests)
         except ValueError as exc:
             raise DifferError(f"{cfg.data.dataset}: {exc}; lower sampler.P or run.val_ids") from None
+        if cfg.data.frames_per_tracklet:
+            plan = getattr(self.sampler, "plan", None)
+            self.say(f"{cfg.data.frames_per_tracklet} frames per tracklet piece per epoch from {plan.num_pieces} "
+                     "pieces (data.frames_per_tracklet)" if plan is not None else
+                     "data.frames_per_tracklet ignored: the manifest has no track ids")  # fmt: skip
         self.spe = len(self.sampler)
         if self.spe == 0:
             raise DifferError(

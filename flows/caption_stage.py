@@ -95,7 +95,8 @@ def caption_step(ctx: Context, runner: Any) -> None:
         caption_plan_task(
             workdir=ctx.workdir, dataset=cfg.dataset, perspectives=list(cfg.perspectives), captioner=cfg.captioner,
             prompts=cfg.prompts, split=cfg.split, noise=cfg.caption_noise, trust_remote_code=cfg.trust_remote_code,
-            chunk_size=cfg.caption_chunk_size, vllm_args=cfg.vllm_args, return_state=True,
+            chunk_size=cfg.caption_chunk_size, vllm_args=cfg.vllm_args, targets=cfg.caption_targets,
+            every_k=cfg.caption_every_k, return_state=True,
         ),
     )  # fmt: skip
     chunks = plan["chunks"]
@@ -115,6 +116,7 @@ def caption_step(ctx: Context, runner: Any) -> None:
             workdir=ctx.workdir, dataset=cfg.dataset, perspective=p, manifest_fp=ctx.manifest_fp,
             captioner=cfg.captioner, captioner_fp=captioner_fp, prompt_id=prompt_ids[p], prompts=cfg.prompts,
             split=cfg.split, noise=cfg.caption_noise, trust_remote_code=cfg.trust_remote_code,
+            targets=cfg.caption_targets, every_k=cfg.caption_every_k,
         )  # fmt: skip
         out = result_of(f"caption/{p}", st)
         ctx.caption_fps[p] = out["fingerprint"]

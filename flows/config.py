@@ -23,6 +23,8 @@ SHARED_KEYS: dict[str, str] = {
     "data.workdir": "workdir",  # every stage's workspace
     "text.encoder": "encoder",  # encode
     "text.perspectives": "perspectives",  # caption (and summarize for biometrics)
+    "text.caption_targets": "caption_targets",  # caption (which frames of a tracklet), train (whose features)
+    "text.caption_every_k": "caption_every_k",
 }
 
 
@@ -73,6 +75,12 @@ class PipelineConfig(BaseModel):
         None, ge=1, description="images per claimed caption chunk (default: n/64, between 8 and 256)"
     )
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments")
+    caption_targets: Literal["auto", "frame", "tracklet", "every_k"] = Field(
+        "auto",
+        description="frames of a video manifest that are captioned, shared by their tracklet (captions.targets): "
+        "auto = one per tracklet for ccvid, else every image",
+    )
+    caption_every_k: int = Field(8, ge=1, description="caption_targets=every_k: one captioned frame in k")
     summarizer: str = Field("extractive", description="extractive | hf:<dir>")
     encoder: str = Field(
         "minilm", description="minilm | open_clip:<arch>[@ckpt] | hf-clip:<dir> | pretrain:<name> | ..."
@@ -181,6 +189,8 @@ def pipeline_config_for_training(
         "dataset": tc.data.dataset,
         "encoder": tc.text.encoder,
         "perspectives": tc.text.perspectives,
+        "caption_targets": tc.text.caption_targets,
+        "caption_every_k": tc.text.caption_every_k,
     }
     given = shared_overrides(train_overrides)
     if "perspectives" in given:  # the pipeline YAML may caption more; the validator checks it covers these

@@ -48,6 +48,8 @@ def resolve_training(cfg: PipelineConfig, workdir: str) -> dict[str, Any]:
         f"data.dataset={cfg.dataset}",
         f"data.workdir={workdir}",
         f"text.encoder={cfg.encoder}",
+        f"text.caption_targets={cfg.caption_targets}",
+        f"text.caption_every_k={cfg.caption_every_k}",
     ]
     train_cfg = load_config(cfg.resolved_train_config(), overrides)
     return train_cfg.model_dump(mode="json")

@@ -104,13 +104,17 @@ def caption_plan_task(
     trust_remote_code: bool = False,
     chunk_size: int | None = None,
     vllm_args: dict | None = None,
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> dict:
-    """Plan the chunks of every perspective's missing rows (``captions.chunk_jobs.plan_job``)."""
+    """Plan the chunks of every perspective's missing rows of the caption targets
+    (``captions.chunk_jobs.plan_job``)."""
     from captions.chunk_jobs import plan_job
 
     return plan_job(
         workdir, dataset, perspectives, captioner=captioner, prompts=prompts, split=split, noise=noise,
         trust_remote_code=trust_remote_code, engine_args=vllm_args or None, chunk_size=chunk_size,
+        targets=targets, every_k=every_k,
     )  # fmt: skip
 
 
@@ -143,9 +147,12 @@ def caption_task(
     split: str,
     noise: float,
     trust_remote_code: bool = False,
+    targets: str = "auto",
+    every_k: int = 8,
 ) -> dict:
     """Finish one perspective once its chunks are written: compact its parts, record its current rows in
-    ``_current.json``; returns its current-rows fingerprint."""
+    ``_current.json``; returns its current-rows fingerprint. ``targets``/``every_k`` (the caption targets) are
+    part of the cache key only."""
     from captions.chunk_jobs import finish_perspectives
 
     out = finish_perspectives(

@@ -142,30 +142,63 @@ class EvalSet:
         )  # fmt: skip
 
 
-def build_set(manifest: Any, features: np.ndarray, split: str, tracklet: bool = False) -> EvalSet:
-    """The rows of ``split`` (``features`` row-aligned with ``manifest``); ``tracklet`` averages per track_id."""
+TRACK_BLOCK = 16384  # frames summed at a time by the tracklet means
+
+
+def _finite_or_raise(block: np.ndarray, ids: Any, offset: int, split: str) -> None:
+    if not np.isfinite(block).all():
+        bad = np.flatnonzero(~np.isfinite(block).all(1))[:3] + offset
+        raise DataError(
+            f"features: non-finite values for {split} images {[str(ids[i]) for i in bad]}; check the model and "
+            "the images"
+        )
+
+
+def tracklet_means(
+    features: Any, rows: np.ndarray, codes: np.ndarray, n: int, ids: Any = None, split: str = ""
+) -> np.ndarray:
+    """``float32 [n, F]``: the mean of ``features[rows]`` per tracklet code (``codes``, row-aligned with ``rows``).
+
+    Summed in float64, ``TRACK_BLOCK`` rows at a time with a sparse (tracklet × row) indicator product, so any
+    float dtype and memory-mapped features work and no copy of all the frames is made; non-finite features
+    raise DataError naming the images (``ids``, row-aligned with ``rows``)."""
+    from scipy import sparse
+
+    sums = np.zeros((n, features.shape[1]), np.float64)
+    for s in range(0, len(rows), TRACK_BLOCK):
+        block = np.asarray(features[rows[s : s + TRACK_BLOCK]], dtype=np.float64)
+        _finite_or_raise(block, ids if ids is not None else rows, s, split)
+        c = codes[s : s + TRACK_BLOCK]
+        indicator = sparse.csr_matrix((np.ones(len(c)), (c, np.arange(len(c)))), shape=(n, len(c)))
+        sums += indicator @ block
+    counts = np.bincount(codes, minlength=n)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def build_set(manifest: Any, features: Any, split: str, tracklet: bool = False) -> EvalSet:
+    """The rows of ``split`` (``features`` ``[len(manifest), F]``, row-aligned with ``manifest``: an array of any
+    float dtype or a memory map); ``tracklet`` averages the frames of each track_id (:func:`tracklet_means`:
+    vectorised, in blocks), one item per tracklet with the labels and the first frame's path."""
     import pandas as pd
 
-    feats = np.asarray(features, dtype=np.float32)
-    if feats.ndim != 2 or feats.shape[0] != len(manifest):
+    feats = features if isinstance(features, np.ndarray) else np.asarray(features)
+    if feats.ndim != 2 or feats.shape[0] != len(manifest) or feats.dtype.kind != "f":
         raise DataError(
-            f"features: expected [{len(manifest)}, F] rows aligned with the manifest, got {feats.shape}"
+            f"features: expected [{len(manifest)}, F] float rows aligned with the manifest, got "
+            f"{feats.shape} {feats.dtype}"
         )
     mask = (manifest["split"].astype(str) == split).to_numpy()
-    rows = manifest.loc[mask].reset_index(drop=True)
-    f = feats[mask]
+    idx = np.flatnonzero(mask)
+    rows = manifest.iloc[idx].reset_index(drop=True)
     if rows.empty:
         raise DataError(f"manifest: split {split!r} has no rows")
-    if not np.isfinite(f).all():
-        bad = rows.loc[~np.isfinite(f).all(1), "image_id"].head(3).tolist()
-        raise DataError(
-            f"features: non-finite values for {split} images {bad}; check the model and the images"
-        )
+    ids = rows["image_id"].astype(str).to_numpy()
     if not tracklet:
+        f = np.asarray(feats[idx], dtype=np.float32)
+        _finite_or_raise(f, ids, 0, split)
         return EvalSet(
             f, rows["pid"].to_numpy(np.int64), rows["camid"].to_numpy(np.int64),
-            rows["clothes_id"].to_numpy(np.int64), rows["image_id"].astype(str).tolist(),
-            rows["path"].astype(str).tolist(),
+            rows["clothes_id"].to_numpy(np.int64), ids.tolist(), rows["path"].astype(str).tolist(),
         )  # fmt: skip
     if rows["track_id"].isna().any():
         bad = rows.loc[rows["track_id"].isna(), "image_id"].head(3).tolist()
@@ -174,18 +207,15 @@ def build_set(manifest: Any, features: np.ndarray, split: str, tracklet: bool = 
         )
     codes, uniq = pd.factorize(rows["track_id"].astype(str), sort=True)
     n = len(uniq)
-    sums = np.zeros((n, f.shape[1]), np.float64)
-    np.add.at(sums, codes, f)
-    counts = np.bincount(codes, minlength=n)
     meta = rows.assign(_t=codes)
-    first = meta.sort_values(["_t", "frame"], kind="stable").groupby("_t", sort=True).head(1)
     for col in ("pid", "camid", "clothes_id"):
         if (meta.groupby("_t")[col].nunique() > 1).any():
             raise DataError(
                 f"manifest: a {split} tracklet has frames with different {col}; fix the list file"
             )
+    first = meta.sort_values(["_t", "frame"], kind="stable").groupby("_t", sort=True).head(1)
     return EvalSet(
-        (sums / counts[:, None]).astype(np.float32), first["pid"].to_numpy(np.int64),
+        tracklet_means(feats, idx, codes.astype(np.int64), n, ids, split), first["pid"].to_numpy(np.int64),
         first["camid"].to_numpy(np.int64), first["clothes_id"].to_numpy(np.int64), [str(t) for t in uniq],
         first["path"].astype(str).tolist(),
     )  # fmt: skip

@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="images per claimed chunk (all pending perspectives); default: n/64, between 8 and 256",
     )
     p.add_argument(
+        "--targets",
+        choices=("auto", "frame", "tracklet", "every_k"),
+        default="auto",
+        help="which frames of a video manifest are captioned, shared by their tracklet: tracklet = its middle "
+        "frame, every_k = every --every-k-th, frame = all; auto = tracklet for ccvid, else frame",
+    )
+    p.add_argument("--every-k", type=int, default=8, help="--targets every_k: one captioned frame in k")
+    p.add_argument(
         "--vllm-arg",
         action="append",
         default=[],
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         chunk_size=args.chunk_size,
         engine_args=parse_engine_args(args.vllm_arg),
+        targets=args.targets,
+        every_k=args.every_k,
     )
     print(f"captions of {args.dataset} by {report.captioner} -> {args.workdir}/captions/{args.dataset}")
     for line in report.lines():

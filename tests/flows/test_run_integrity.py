@@ -52,6 +52,8 @@ def test_every_shared_training_key_sets_the_stage_that_reads_it(tmp_path):
         "text.encoder": ("open_clip:EVA02-L-14@/c/l14.bin", "open_clip:EVA02-L-14@/c/l14.bin"),
         "text.perspectives": ("[biometrics,clothing]", ["biometrics", "clothing"]),
         "data.workdir": (str(tmp_path / "w"), str(tmp_path / "w")),
+        "text.caption_targets": ("every_k", "every_k"),
+        "text.caption_every_k": ("4", 4),
     }
     assert set(overrides) == set(SHARED_KEYS)  # a new shared key needs its case here
     argv = ["--config", "configs/ltcc.yaml", *(f"{k}={v}" for k, (v, _) in overrides.items())]

@@ -95,6 +95,29 @@ def make_ccvid(root: Path, lists: dict | None = None) -> Path:
     return base
 
 
+def ccvid_video_lists(train_ids: int = 4, test_ids: int = 3, tracklets: int = 3, seed: int = 0) -> dict:
+    """CCVID list lines (as ``CCVID_LISTS``) for video tests: ``train_ids`` identities with ``tracklets`` tracklets
+    each, and ``test_ids`` identities with one query tracklet and two gallery tracklets (one in the query's
+    clothes, one in other clothes, other cameras); every tracklet holds 5 to 12 frames (seeded)."""
+    import random
+
+    rng = random.Random(seed)
+    sessions = ("session1", "session2", "session3")
+    lists: dict[str, list] = {"train": [], "query": [], "gallery": []}
+    for i in range(train_ids):
+        pid = f"{i + 1:03d}"
+        for t in range(tracklets):
+            lists["train"].append(
+                (f"{sessions[t % 3]}/{pid}_{t + 1:02d}", pid, f"u{t % 2 + 1}_l1_s1_c1_b1", rng.randint(5, 12))
+            )
+    for i in range(test_ids):
+        pid = f"{100 + i:03d}"
+        lists["query"].append((f"session1/{pid}_01", pid, "u1_l1_s1_c1_b1", rng.randint(5, 12)))
+        lists["gallery"].append((f"session2/{pid}_02", pid, "u1_l1_s1_c1_b1", rng.randint(5, 12)))
+        lists["gallery"].append((f"session3/{pid}_03", pid, "u2_l2_s1_c1_b1", rng.randint(5, 12)))
+    return lists
+
+
 # --------------------------------------------------------------------------------------------- custom
 def make_custom(root: Path) -> Path:
     """A CSV beside an images/ folder, plus one image outside the CSV's folder given by absolute path."""
