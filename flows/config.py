@@ -151,8 +151,11 @@ def load_pipeline_config(
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: no such config file")
+        if not path.exists():  # a shipped pipeline option file by name (`pipelines/synthcc_study`)
+            try:
+                path = resolve_config(path)
+            except ConfigError:
+                raise ConfigError(f"{path}: no such config file") from None
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -89,14 +89,34 @@ def runner_deployments() -> list[Any]:
             )
         )
     from flows.pipeline import differ_study
+
+    for name, study in STUDIES.items():
+        out.append(
+            differ_study.to_deployment(
+                name=name,
+                parameters={"study": study().model_dump(mode="json")},
+                description=f"differ-study ({name}): {STUDY_DESCRIPTIONS[name]}",
+                tags=["differ"],
+            )
+        )
+    return out
+
+
+def study_v2(train_config: str, name: str) -> Any:
+    """The SynthCC study v2 of docs/results.md: the CLIP-style start, 6 variants, 3 seeds, the `small` size."""
+    from flows.config import pipeline_config_for_training
     from flows.study import StudyConfig
 
-    out.append(
-        differ_study.to_deployment(
-            name="synthcc",
-            parameters={"study": StudyConfig().model_dump(mode="json")},
-            description="differ-study (synthcc): baseline vs DIFFER vs ablations over 3 seeds on SynthCC",
-            tags=["differ"],
-        )
-    )
-    return out
+    pipeline = pipeline_config_for_training("pipelines/synthcc_study", train_config, [])
+    return StudyConfig(name=name, pipeline=pipeline, variants=list(STUDY_VARIANTS), seeds=[0, 1, 2])
+
+
+STUDY_VARIANTS = ("baseline", "bio_only", "nbdetach_only", "differ", "clothing_only", "official_head")
+STUDIES: dict[str, Any] = {
+    "synthcc": lambda: study_v2("configs/synthcc_study.yaml", "synthcc-v2"),
+    "synthcc-paper": lambda: study_v2("configs/synthcc_study_paper.yaml", "synthcc-v2-paper"),
+}
+STUDY_DESCRIPTIONS = {
+    "synthcc": "study v2, the tuned recipe: baseline vs DIFFER vs ablations from the CLIP-style start, 3 seeds",
+    "synthcc-paper": "study v2 under the paper's values (logit scale 1, GRL 1, loss weights 1), 3 seeds",
+}

@@ -64,8 +64,11 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.1, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps warming up (one cycle)")
     caption_variants: int = Field(4, ge=1, description="full descriptions per image, one drawn at each step")
-    single_perspective: float = Field(
-        0.0, ge=0, le=1, description="share of the pairs whose text is one perspective's caption instead"
+    partial_share: float = Field(
+        0.0, ge=0, le=1, description="share of the pairs whose text describes only `partial_perspectives`"
+    )
+    partial_perspectives: list[str] = Field(
+        default_factory=lambda: ["biometrics", "hairstyle"], description="what a partial description covers"
     )
     flip: float = Field(0.5, ge=0, le=1)
     threads: int = Field(2, ge=1, description="CPU threads; part of the result (float sums), so fixed")

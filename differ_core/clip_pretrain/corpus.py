@@ -22,13 +22,13 @@ PERSPECTIVE_ORDER = ("biometrics", "hairstyle", "clothing", "pose", "interaction
 
 @dataclass
 class Corpus:
-    """Images (uint8 ``[N, H, W, 3]``), their attribute rows, ``[N, V]`` full descriptions and ``[N, 6]`` captions
-    of one perspective each (``PERSPECTIVE_ORDER``); ``held_out`` marks the people kept for the zero-shot check."""
+    """Images (uint8 ``[N, H, W, 3]``), their attribute rows, ``[N, V]`` full descriptions and ``[N, V]`` partial
+    ones (only the ``partial`` perspectives); ``held_out`` marks the people kept for the zero-shot check."""
 
     images: np.ndarray
     attributes: pd.DataFrame
     captions: list[list[str]]
-    single: list[list[str]]
+    partial: list[list[str]]
     held_out: np.ndarray
 
 
@@ -50,11 +50,11 @@ def people_folder(root: Path, people: PeopleConfig) -> Path:
     return generate(root, cfg, people.seed).folder
 
 
-def description(row: dict, rng: random.Random) -> str:
-    """One full description of an image: every perspective's caption, in a fixed order."""
+def description(row: dict, rng: random.Random, perspectives: tuple[str, ...] = PERSPECTIVE_ORDER) -> str:
+    """One description of an image: the caption of each perspective (default: all, the full description)."""
     from captions.attributes_captioner import render
 
-    return " ".join(render(row, p, rng).text for p in PERSPECTIVE_ORDER)
+    return " ".join(render(row, p, rng).text for p in perspectives)
 
 
 def image_rng(image_id: str, variant: int) -> random.Random:
@@ -62,8 +62,10 @@ def image_rng(image_id: str, variant: int) -> random.Random:
     return random.Random(zlib.crc32(f"{image_id}#{variant}".encode()))
 
 
-def build_corpus(root: Path, people: PeopleConfig, variants: int) -> Corpus:
-    """Generate the people, read their images and write ``variants`` descriptions of each."""
+def build_corpus(
+    root: Path, people: PeopleConfig, variants: int, partial: tuple[str, ...] = ("biometrics", "hairstyle")
+) -> Corpus:
+    """Generate the people, read their images and write ``variants`` full and partial descriptions of each."""
     from PIL import Image
 
     from data_manifests.synthcc.generator import load_attributes

@@ -114,16 +114,21 @@ def to_input(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Te
 
 
 def train_clip(
-    cfg: PretrainConfig, corpus: Corpus, folder: Path, log: Callable[[str], None] = print
+    cfg: PretrainConfig,
+    corpus: Corpus,
+    folder: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> tuple[Any, Any, list[dict[str, float]]]:
-    """The contrastive training loop (``open_clip.loss.ClipLoss``, AdamW, one-cycle schedule)."""
+    """The contrastive training loop (``open_clip.loss.ClipLoss``, AdamW, one-cycle schedule); ``progress``
+    draws a tqdm bar."""
     from open_clip.loss import ClipLoss
 
     t = cfg.train
     torch.manual_seed(cfg.people.seed)
     model, tokenizer = build_model(cfg, folder / f"{cfg.model.name}.json")
     train_idx = np.flatnonzero(~corpus.held_out)
-    texts = [[*full, *one] for full, one in zip(corpus.captions, corpus.single, strict=True)]
+    texts = [[*full, *part] for full, part in zip(corpus.captions, corpus.partial, strict=True)]
     tokens = torch.stack(
         [tokenizer([c[v] for c in texts]) for v in range(len(texts[0]))], 1
     )  # [N, V + 6, ctx]
@@ -145,6 +150,9 @@ def train_clip(
     gen = torch.Generator().manual_seed(cfg.people.seed)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=t.epochs * steps_per_epoch, desc="pretrain", unit="step", disable=not progress)
     for epoch in range(t.epochs):
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
@@ -152,10 +160,9 @@ def train_clip(
         for b in range(steps_per_epoch):
             ix = torch.from_numpy(order[b * t.batch_size : (b + 1) * t.batch_size])
             variant = torch.randint(0, t.caption_variants, (len(ix),), generator=gen)
-            if t.single_perspective > 0:  # one perspective's caption instead of the full description
-                one = torch.rand(len(ix), generator=gen) < t.single_perspective
-                pick = t.caption_variants + torch.randint(0, len(corpus.single[0]), (len(ix),), generator=gen)
-                variant = torch.where(one, pick, variant)
+            if t.partial_share > 0:  # a partial description (identity traits only) instead of the full one
+                partial = torch.rand(len(ix), generator=gen) < t.partial_share
+                variant = torch.where(partial, variant + t.caption_variants, variant)
             flip = torch.rand(len(ix), generator=gen) < t.flip
             img_f, txt_f, scale = model(to_input(images[ix], flip), tokens[ix, variant])
             loss = loss_fn(img_f, txt_f, scale)
@@ -166,13 +173,16 @@ def train_clip(
             with torch.no_grad():  # as CLIP: the temperature stays below 100
                 model.logit_scale.clamp_(0, float(np.log(100)))
             total += float(loss.detach())
+            bar.update(1)
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "logit_scale": float(model.logit_scale.detach().exp()),
                "seconds": elapsed, "images_per_s": (epoch + 1) * steps_per_epoch * t.batch_size / elapsed}  # fmt: skip
         history.append(row)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.3f}")
         log(
             f"pretrain epoch {epoch + 1}/{t.epochs}: loss {row['loss']:.3f}, {row['images_per_s']:.0f} images/s"
         )
+    bar.close()
     return model.eval(), tokenizer, history
 
 
@@ -189,7 +199,10 @@ def trunk_state(model: Any) -> dict[str, torch.Tensor]:
 
 
 def run_pretrain(
-    cfg: PretrainConfig, workdir: str | Path | None = None, log: Callable[[str], None] = print
+    cfg: PretrainConfig,
+    workdir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> PretrainOutput:
     """The pre-training of ``cfg`` in the workspace: reused when finished, else trained and written atomically
     (one process at a time; another waits for it and reuses its result)."""
@@ -205,15 +218,17 @@ def run_pretrain(
         out.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.folder.name}-", dir=out.folder.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
-        threads = torch.get_num_threads()
+        threads, t = torch.get_num_threads(), cfg.train
         try:
             torch.set_num_threads(cfg.train.threads)
             t0 = time.perf_counter()
             write_json_atomic(tmp / f"{cfg.model.name}.json", open_clip_config(cfg))
-            corpus = build_corpus(ws.root / "pretrain" / "people", cfg.people, cfg.train.caption_variants)
+            corpus = build_corpus(
+                ws.root / "pretrain" / "people", cfg.people, t.caption_variants, tuple(t.partial_perspectives)
+            )
             log(f"pretrain corpus: {int((~corpus.held_out).sum())} training images, "
                 f"{int(corpus.held_out.sum())} held out ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-            model, tokenizer, history = train_clip(cfg, corpus, tmp, log)
+            model, tokenizer, history = train_clip(cfg, corpus, tmp, log, progress)
             _save_safetensors(model.state_dict(), tmp / WEIGHTS)
             _save_safetensors(trunk_state(model), tmp / TRUNK)
             scores = zero_shot_retrieval(model, tokenizer, corpus)

@@ -6,11 +6,13 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from differ_common.errors import ConfigError
 from differ_core.config import apply_overrides
 from flows import study
 from flows.config import PipelineConfig
+from flows.study import StudyConfig
 
 
 @pytest.fixture
@@ -107,3 +109,20 @@ def test_result_rows_point_at_each_runs_record(tmp_path):
     (row,) = study.metrics_rows({"variant": "differ", "seed": 0}, metrics, 1.0, str(tmp_path))
     assert row["reproduce"] == str(tmp_path / "reproduce.json")
     assert row["reproduce_sha256"] == record_sha256(record)
+
+
+def test_study_deployments_run_the_documented_study_and_match_prefect_yaml():
+    """`differ-study/synthcc` and `/synthcc-paper` (served and in prefect.yaml) are study v2 of docs/results.md."""
+    from pathlib import Path
+
+    from flows.deployments import STUDIES
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    declared = {d["name"]: d for d in spec["deployments"] if d["entrypoint"].endswith(":differ_study")}
+    assert set(declared) == set(STUDIES) == {"synthcc", "synthcc-paper"}
+    for name, make in STUDIES.items():
+        served = make().model_dump(mode="json")
+        assert StudyConfig(**declared[name]["parameters"]["study"]).model_dump(mode="json") == served
+        assert served["pipeline"]["encoder"] == "pretrain:synthcc_clip"
+        assert served["pipeline"]["manifest_options"] == {"size": "small"} and len(served["seeds"]) >= 3
+    assert STUDIES["synthcc-paper"]().pipeline.train_config.endswith("synthcc_study_paper.yaml")
