@@ -344,6 +344,30 @@ BUGS: tuple[Bug, ...] = (
         "sums = indicator @ block",
         ("tests/evaluation/test_tracklet_eval.py",),
     ),
+    Bug(
+        "pretrain-optimizer-step-skipped",
+        "the CLIP-style pre-training computes its loss and gradients but never steps the optimizer",
+        "differ_core/clip_pretrain/train.py",
+        "            opt.step()\n",
+        "            pass\n",
+        ("tests/pretrain/test_clip_pretrain.py",),
+    ),
+    Bug(
+        "pretrain-unseeded-init",
+        "the pre-training's model is initialised from whatever the global torch seed is: not reproducible",
+        "differ_core/clip_pretrain/train.py",
+        "    torch.manual_seed(cfg.people.seed)\n",
+        "    pass\n",
+        ("tests/pretrain/test_clip_pretrain.py",),
+    ),
+    Bug(
+        "pretrain-trunk-keys-kept-prefix",
+        "the image tower is saved with open_clip's key names, so model.pretrained loads nothing into the backbone",
+        "differ_core/clip_pretrain/train.py",
+        'prefix = "visual.trunk."',
+        'prefix = "visual."',
+        ("tests/pretrain/test_clip_pretrain.py",),
+    ),
 )
 
 # a pytest plugin (loaded with -p) that writes the first failing node id to $MUTATION_CHECK_REPORT
