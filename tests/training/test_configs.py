@@ -16,11 +16,17 @@ CONFIGS = Path(__file__).resolve().parents[2] / "differ_core" / "configs"
 
 
 PIPELINES = CONFIGS / "pipelines"  # pipeline options (flows.config.PipelineConfig), not training configs
+PRETRAIN = (
+    CONFIGS / "pretrain"
+)  # CLIP-style pre-training (differ_core.clip_pretrain.config), not training configs
+NOT_TRAINING = (PIPELINES, PRETRAIN)
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p for p in CONFIGS.rglob("*.yaml") if PIPELINES not in p.parents), ids=lambda p: p.name
-)
+def _training_configs() -> list[Path]:
+    return sorted(p for p in CONFIGS.rglob("*.yaml") if not any(d in p.parents for d in NOT_TRAINING))
+
+
+@pytest.mark.parametrize("path", _training_configs(), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert cfg.text.perspectives[0] == "biometrics"
@@ -89,3 +95,11 @@ def test_every_shipped_pipeline_options_file_validates(path):
     from flows.config import load_pipeline_config
 
     assert load_pipeline_config(path).dataset == "synthcc"
+
+
+@pytest.mark.parametrize("path", sorted(PRETRAIN.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_pretrain_config_validates(path):
+    from differ_core.clip_pretrain.config import load_pretrain_config
+
+    cfg = load_pretrain_config(path)
+    assert cfg.train.epochs > 0
