@@ -70,6 +70,16 @@ class TrainConfig(_Section):
     partial_perspectives: list[str] = Field(
         default_factory=lambda: ["biometrics", "hairstyle"], description="what a partial description covers"
     )
+    matched_batches: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the steps whose batch holds people in the same clothing colours (hard negatives)",
+    )
+    matched_by: list[str] = Field(
+        default_factory=lambda: ["top_colour", "bottom_colour"],
+        description="the attributes a matched batch shares",
+    )
     flip: float = Field(0.5, ge=0, le=1)
     threads: int = Field(2, ge=1, description="CPU threads; part of the result (float sums), so fixed")
 

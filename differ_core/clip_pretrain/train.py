@@ -113,6 +113,16 @@ def to_input(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Te
     return x
 
 
+def matched_order(groups: np.ndarray, train_idx: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """``train_idx`` shuffled, then grouped so that images of one group (``groups[i]``, e.g. the same top and
+    bottom colours) lie next to each other, the groups in random order: consecutive chunks are batches in which
+    the clothing words barely tell the pairs apart, so the rest of the description has to."""
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    g = groups[order]
+    rank = torch.randperm(int(groups.max()) + 1, generator=gen).numpy()[g]
+    return order[np.argsort(rank, kind="stable")]
+
+
 def train_clip(
     cfg: PretrainConfig,
     corpus: Corpus,
@@ -148,6 +158,7 @@ def train_clip(
     )
     loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(cfg.people.seed)
+    groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
@@ -156,9 +167,13 @@ def train_clip(
     for epoch in range(t.epochs):
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        if t.matched_batches > 0:
+            hard = matched_order(groups, train_idx, gen)
+            use_hard = (torch.rand(steps_per_epoch, generator=gen) < t.matched_batches).numpy()
         total = 0.0
         for b in range(steps_per_epoch):
-            ix = torch.from_numpy(order[b * t.batch_size : (b + 1) * t.batch_size])
+            source = hard if t.matched_batches > 0 and use_hard[b] else order
+            ix = torch.from_numpy(source[b * t.batch_size : (b + 1) * t.batch_size])
             variant = torch.randint(0, t.caption_variants, (len(ix),), generator=gen)
             if t.partial_share > 0:  # a partial description (identity traits only) instead of the full one
                 partial = torch.rand(len(ix), generator=gen) < t.partial_share

@@ -121,3 +121,21 @@ def test_bad_config_names_the_file_and_key(tmp_path):
 def test_shipped_config_loads():
     cfg = load_pretrain_config("synthcc_clip")
     assert cfg.model.vision.timm_model_name == "regnetx_002" and cfg.people.seed not in range(5)
+
+
+def test_matched_order_keeps_every_image_and_puts_each_group_together():
+    """A matched batch is people in the same clothing colours: the order is a permutation of the training images
+    in which each group is one contiguous run, the groups (and the images within them) shuffled per call."""
+    import numpy as np
+
+    from differ_core.clip_pretrain.train import matched_order
+
+    groups = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3])
+    train_idx = np.arange(10)  # the last two images are held out
+    gen = torch.Generator().manual_seed(0)
+    a, b = matched_order(groups, train_idx, gen), matched_order(groups, train_idx, gen)
+    for order in (a, b):
+        assert sorted(order.tolist()) == train_idx.tolist()
+        runs = [int(g) for i, g in enumerate(groups[order]) if i == 0 or g != groups[order][i - 1]]
+        assert len(runs) == len(set(runs)) == 4, groups[order]
+    assert a.tolist() != b.tolist()
