@@ -83,11 +83,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from flows.pretrain_stage import resolve
 
     ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))
-    resolve(ctx)  # a `pretrain:<name>` text encoder or backbone: the CLIP-style pre-training first
     manifest_step(ctx)
     with task_runner_for(cfg) as runner:
         caption_step(ctx, runner)
     summarize_step(ctx)
+    resolve(ctx)  # `pretrain:<name>` encoder or backbone: the CLIP-style pre-training, once the data is there
     encode_step(ctx)
     train_step(ctx)
     record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # reproduce.json: the config as given (`pretrain:<name>`)
@@ -127,7 +127,7 @@ def differ_caption(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
 @_clean_failures
 def differ_encode(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Text features of the current captions."""
-    ctx = Context.from_disk(config, pretrain=True)
+    ctx = Context.from_disk(config, pretrain=("encoder",))
     encode_step(ctx)
     return _finish(ctx, f"differ-encode {config.dataset}")
 
@@ -136,7 +136,7 @@ def differ_encode(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]: 
 @_clean_failures
 def differ_train(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Train on the current features."""
-    ctx = Context.from_disk(config, pretrain=True)
+    ctx = Context.from_disk(config, pretrain=("encoder", "pretrained"))
     train_step(ctx)
     return _finish(ctx, f"differ-train {config.dataset}")
 
@@ -145,7 +145,7 @@ def differ_train(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  
 @_clean_failures
 def differ_evaluate(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Evaluate the run trained on the current inputs."""
-    ctx = Context.from_disk(config, pretrain=True)
+    ctx = Context.from_disk(config, pretrain=("encoder", "pretrained"))
     evaluate_step(ctx)
     return _finish(ctx, f"differ-evaluate {config.dataset}")
 

@@ -71,13 +71,14 @@ def pretrain_task(workdir: str, config: str, fingerprint: str) -> dict:
     return {"dir": str(out.folder), "text_encoder": out.text_encoder, "trunk": str(out.trunk)}
 
 
-def resolve(ctx: Any) -> None:
-    """Run the pre-trainings ``ctx.cfg`` names and replace the names by their files (``ctx.cfg`` is replaced)."""
+def resolve(ctx: Any, needs: tuple[str, ...] = ("encoder", "pretrained")) -> None:
+    """Run the pre-trainings ``ctx.cfg`` names where ``needs`` (``encoder``: the text encoder, ``pretrained``: the
+    backbone) and replace the names by their files (``ctx.cfg`` is replaced)."""
     from differ_core.clip_pretrain.config import load_pretrain_config
     from flows.stages import result_of
 
     cfg: PipelineConfig = ctx.cfg
-    wanted = requested(cfg)
+    wanted = {k: v for k, v in requested(cfg).items() if k in needs}
     if not wanted:
         return
     done: dict[str, dict[str, Any]] = {}

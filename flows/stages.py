@@ -55,15 +55,15 @@ class Context:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_disk(cls, cfg: PipelineConfig, pretrain: bool = False) -> Context:
-        """The context of a stage run alone; ``pretrain``: it needs the files of a ``pretrain:<name>`` encoder or
-        backbone (encode, train, evaluate), trained first if missing."""
+    def from_disk(cls, cfg: PipelineConfig, pretrain: tuple[str, ...] = ()) -> Context:
+        """The context of a stage run alone; ``pretrain``: the ``pretrain:<name>`` files it needs (``encoder``:
+        encode; ``encoder``, ``pretrained``: train, evaluate), trained first if missing."""
         from differ_common.workspace import resolve_workdir
         from flows.pretrain_stage import resolve
 
         ctx = cls(cfg, str(resolve_workdir(cfg.workdir)))
         if pretrain:
-            resolve(ctx)
+            resolve(ctx, pretrain)
         fps = on_disk(ctx.workdir, ctx.cfg.dataset, ctx.cfg.perspectives, ctx.cfg.encoder)
         ctx.manifest_fp, ctx.caption_fps = fps["manifest_fp"], fps["caption_fps"]
         ctx.summary_fp, ctx.features_fp = fps["summary_fp"], fps["features_fp"]

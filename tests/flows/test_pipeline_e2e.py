@@ -159,6 +159,27 @@ def test_failing_stage_gives_its_own_one_line_error(tmp_path):
     assert msg.startswith("manifest:") and "no-such-root" in msg and "\n" not in msg
 
 
+def test_the_pre_training_runs_only_where_its_files_are_needed(tmp_path, monkeypatch):
+    """The default training config names `pretrain:synthcc_clip` as its backbone: a bad dataset root is reported
+    before any pre-training, and a stage that needs only the text encoder (encode, here minilm) never trains it."""
+    import differ_core.clip_pretrain.train as clip_train
+    from differ_common.errors import DifferError
+    from flows.pipeline import differ_encode
+    from flows.pretrain_stage import requested
+
+    def no_pretraining(*args, **kwargs):
+        raise AssertionError("the pre-training ran")
+
+    monkeypatch.setattr(clip_train, "run_pretrain", no_pretraining)
+    cfg = PipelineConfig(workdir=str(tmp_path / "w"), dataset="ltcc", root=str(tmp_path / "no-such-root"))
+    assert requested(cfg) == {"pretrained": "synthcc_clip"}
+    with pytest.raises(DifferError, match="^manifest:"):
+        run_flow(differ_pipeline, cfg)
+    with pytest.raises(DifferError) as err:  # no captions yet: encode stops, but not in the pre-training
+        run_flow(differ_encode, cfg)
+    assert "pre-training ran" not in str(err.value), err.value
+
+
 def test_dask_runner_gives_the_same_caption_tables(tmp_path):
     import prefect_dask  # noqa: F401  (the test extra: missing means a broken install, not a skip)
 
