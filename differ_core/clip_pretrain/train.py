@@ -158,7 +158,6 @@ def train_clip(
     )
     loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(cfg.people.seed)
-    groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
@@ -168,6 +167,7 @@ def train_clip(
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
         if t.matched_batches > 0:
+            groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
             hard = matched_order(groups, train_idx, gen)
             use_hard = (torch.rand(steps_per_epoch, generator=gen) < t.matched_batches).numpy()
         total = 0.0

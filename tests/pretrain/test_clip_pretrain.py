@@ -139,3 +139,12 @@ def test_matched_order_keeps_every_image_and_puts_each_group_together():
         runs = [int(g) for i, g in enumerate(groups[order]) if i == 0 or g != groups[order][i - 1]]
         assert len(runs) == len(set(runs)) == 4, groups[order]
     assert a.tolist() != b.tolist()
+
+
+def test_matched_batches_change_what_is_trained(trained):
+    """`train.matched_batches` is hooked into the loop: all-matched batches give other weights than shuffled ones."""
+    cfg, a, _, _, root = trained
+    matched = load_pretrain_config(write_config(root / "matched.yaml", train__matched_batches=1.0))
+    assert matched.fingerprint() != cfg.fingerprint()
+    m = run_pretrain(matched, root / "wm", log=lambda msg: None)
+    assert m.complete() and _sha(m.weights) != _sha(a.weights)
