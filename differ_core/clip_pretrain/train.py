@@ -123,6 +123,20 @@ def matched_order(groups: np.ndarray, train_idx: np.ndarray, gen: torch.Generato
     return order[np.argsort(rank, kind="stable")]
 
 
+def epoch_batches(
+    train_idx: np.ndarray, groups: np.ndarray | None, t: Any, steps: int, gen: torch.Generator
+) -> list[np.ndarray]:
+    """One epoch's ``steps`` batches of ``t.batch_size`` images: slices of a shuffled order, or with probability
+    ``t.matched_batches`` each, of the ``matched_order`` of ``groups`` (people in the same clothing colours)."""
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    sources = [order] * steps
+    if t.matched_batches > 0:
+        hard = matched_order(groups, train_idx, gen)
+        use_hard = (torch.rand(steps, generator=gen) < t.matched_batches).numpy()
+        sources = [hard if h else order for h in use_hard]
+    return [src[b * t.batch_size : (b + 1) * t.batch_size] for b, src in enumerate(sources)]
+
+
 def train_clip(
     cfg: PretrainConfig,
     corpus: Corpus,
@@ -158,6 +172,9 @@ def train_clip(
     )
     loss_fn = ClipLoss()
     gen = torch.Generator().manual_seed(cfg.people.seed)
+    groups = None
+    if t.matched_batches > 0:
+        groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
@@ -165,15 +182,9 @@ def train_clip(
     bar = tqdm(total=t.epochs * steps_per_epoch, desc="pretrain", unit="step", disable=not progress)
     for epoch in range(t.epochs):
         model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        if t.matched_batches > 0:
-            groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
-            hard = matched_order(groups, train_idx, gen)
-            use_hard = (torch.rand(steps_per_epoch, generator=gen) < t.matched_batches).numpy()
         total = 0.0
-        for b in range(steps_per_epoch):
-            source = hard if t.matched_batches > 0 and use_hard[b] else order
-            ix = torch.from_numpy(source[b * t.batch_size : (b + 1) * t.batch_size])
+        for batch in epoch_batches(train_idx, groups, t, steps_per_epoch, gen):
+            ix = torch.from_numpy(batch)
             variant = torch.randint(0, t.caption_variants, (len(ix),), generator=gen)
             if t.partial_share > 0:  # a partial description (identity traits only) instead of the full one
                 partial = torch.rand(len(ix), generator=gen) < t.partial_share

@@ -141,10 +141,26 @@ def test_matched_order_keeps_every_image_and_puts_each_group_together():
     assert a.tolist() != b.tolist()
 
 
-def test_matched_batches_change_what_is_trained(trained):
-    """`train.matched_batches` is hooked into the loop: all-matched batches give other weights than shuffled ones."""
-    cfg, a, _, _, root = trained
-    matched = load_pretrain_config(write_config(root / "matched.yaml", train__matched_batches=1.0))
-    assert matched.fingerprint() != cfg.fingerprint()
-    m = run_pretrain(matched, root / "wm", log=lambda msg: None)
-    assert m.complete() and _sha(m.weights) != _sha(a.weights)
+def test_matched_batches_hold_people_in_the_same_clothes_and_plain_ones_do_not():
+    """`train.matched_batches` 1: every batch of an epoch is one clothing group (groups of 4, batches of 4); 0: the
+    batches are slices of a shuffled order and mix the groups. Same seed, same batches."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from differ_core.clip_pretrain.train import epoch_batches
+
+    groups = np.repeat(np.arange(8), 4)[
+        torch.randperm(32, generator=torch.Generator().manual_seed(1)).numpy()
+    ]
+    train_idx = np.arange(32)
+
+    def batches(share: float) -> list[np.ndarray]:
+        t = SimpleNamespace(matched_batches=share, batch_size=4)
+        return epoch_batches(train_idx, groups, t, 8, torch.Generator().manual_seed(0))
+
+    matched, plain = batches(1.0), batches(0.0)
+    assert all(len(set(groups[b])) == 1 for b in matched)
+    assert sum(len(set(groups[b])) for b in plain) > 8 * 2
+    assert sorted(np.concatenate(matched).tolist()) == train_idx.tolist()
+    assert [b.tolist() for b in batches(1.0)] == [b.tolist() for b in matched]
