@@ -39,6 +39,12 @@ class AugmentationConfig(_Section):
     )
     pad: int = Field(10, ge=0, description="crop_style=pad: pad size in pixels before the random crop")
     crop_scale: float = Field(1.125, ge=1, description="crop_style=resize: enlargement before the crop")
+    grayscale: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of turning an image grey (ITU-R 601 luma), before normalising",
+    )
     erasing: float = Field(0.5, ge=0, le=1, description="random erasing probability")
     erasing_style: Literal["noise", "official"] = Field(
         "noise",
@@ -208,6 +214,11 @@ class OptimConfig(_Section):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(2e-6, gt=0)
     bias_lr_factor: float = 2.0
+    backbone_lr_factor: float = Field(
+        1.0,
+        ge=0,
+        description="LR multiplier of the backbone's parameters (fine-tuning a start gently; 0 = frozen)",
+    )
     weight_decay: float = 0.05
     weight_decay_bias: float | None = Field(None, description="none = weight_decay")
     momentum: float = 0.9

@@ -140,6 +140,15 @@ def _flip(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor
     return torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
 
 
+def _grayscale(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """With probability ``p`` per image, every channel set to the luma ``0.299 R + 0.587 G + 0.114 B``."""
+    B = x.shape[0]
+    grey = (torch.rand(B, generator=generator) < p).to(x.device)
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+    luma = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(x.dtype).expand_as(x)
+    return torch.where(grey.view(B, 1, 1, 1), luma, x)
+
+
 def _pad_crop(x: torch.Tensor, pad: int, p: float, generator: torch.Generator) -> torch.Tensor:
     B, _, H, W = x.shape
     g = generator
@@ -163,8 +172,9 @@ def augment(
     """Training transform of a ``uint8 [B, 3, H, W]`` batch, then normalised.
 
     ``crop_style=pad``: flip, zero pad + random crop, normalise, erasing. ``crop_style=resize`` (the official
-    order): :func:`resize_crop`, flip, normalise, erasing. Erasing is :func:`official_erasing` or the N(0, 1)
-    noise variant (``erasing_style``). Draws are batched; every draw comes from ``generator`` (a CPU generator),
+    order): :func:`resize_crop`, flip, normalise, erasing. ``grayscale`` > 0 greys images just before normalising
+    (off in every shipped config). Erasing is :func:`official_erasing` or the N(0, 1) noise variant
+    (``erasing_style``). Draws are batched; every draw comes from ``generator`` (a CPU generator),
     so the result is a function of the generator's seed.
     """
     g = generator
@@ -179,6 +189,8 @@ def augment(
             x = _flip(x, aug.flip, g)
         if aug.pad > 0 and aug.crop > 0:
             x = _pad_crop(x, aug.pad, aug.crop, g)
+    if aug.grayscale > 0:
+        x = _grayscale(x, aug.grayscale, g)
     x = normalize(x, mean, std)
     if aug.erasing > 0:
         if aug.erasing_style == "official":

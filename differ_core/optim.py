@@ -24,10 +24,11 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        lr = cfg.lr * (cfg.backbone_lr_factor if name.startswith("backbone.") else 1.0)
         if name.endswith("bias"):
-            key = (cfg.lr * cfg.bias_lr_factor, wd_bias)
+            key = (lr * cfg.bias_lr_factor, wd_bias)
         else:
-            key = (cfg.lr, cfg.weight_decay)
+            key = (lr, cfg.weight_decay)
         groups.setdefault(key, []).append(p)
         names.setdefault(key, []).append(name)
     return [

@@ -13,6 +13,8 @@ from differ_common.fingerprint import package_versions, sha256_json
 
 # Bump when the corpus, the model building or the training loop changes what a config produces.
 CODE_VERSION = 1
+# train keys added after configs were published, with the value that keeps them out of the fingerprint
+OPTIONAL_TRAIN_KEYS = {"id_weight": 0.0}
 PACKAGES = ("torch", "timm", "open_clip_torch", "numpy", "pillow")
 
 
@@ -80,6 +82,12 @@ class TrainConfig(_Section):
         default_factory=lambda: ["top_colour", "bottom_colour"],
         description="the attributes a matched batch shares",
     )
+    id_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an identity cross-entropy (a cosine classifier over the training people) on the "
+        "image embedding, added to the contrastive loss; 0 = CLIP's loss alone",
+    )
     flip: float = Field(0.5, ge=0, le=1)
     threads: int = Field(2, ge=1, description="CPU threads; part of the result (float sums), so fixed")
 
@@ -97,8 +105,14 @@ class PretrainConfig(_Section):
         from captions.attributes_captioner import TEMPLATES_VERSION
         from data_manifests.synthcc.config import GENERATOR_VERSION
 
+        settings = self.model_dump(mode="json")
+        for (
+            key
+        ) in OPTIONAL_TRAIN_KEYS:  # added later: at their no-op value they leave older fingerprints alone
+            if settings["train"][key] == OPTIONAL_TRAIN_KEYS[key]:
+                del settings["train"][key]
         return sha256_json(
-            [self.model_dump(mode="json"), CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
+            [settings, CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
              package_versions(*PACKAGES)],
             12,
         )  # fmt: skip

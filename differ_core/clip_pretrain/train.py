@@ -32,7 +32,8 @@ TRUNK = "visual_trunk.safetensors"
 RECORD = "pretrain.json"
 ZERO_SHOT = "zero_shot.json"
 LOG = "train_log.csv"
-MEAN = STD = 0.5  # the DIFFER configs starting from it normalise the same way
+MEAN = STD = 0.5
+ID_SCALE = 16.0  # the cosine classifier's logit scale (train.id_weight)  # the DIFFER configs starting from it normalise the same way
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,14 @@ def train_clip(
         raise ConfigError(f"train.batch_size {t.batch_size} exceeds the {len(train_idx)} training images")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
     rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    id_head, labels = None, None
+    if t.id_weight > 0:  # a cosine classifier over the training people (not part of the written model)
+        pids = corpus.attributes["pid"].to_numpy()
+        _, labels_np = np.unique(pids[train_idx], return_inverse=True)
+        labels = torch.full((len(pids),), -1, dtype=torch.long)
+        labels[torch.from_numpy(train_idx)] = torch.from_numpy(labels_np)
+        id_head = torch.nn.Parameter(torch.randn(int(labels_np.max()) + 1, cfg.model.embed_dim) * 0.01)
+        decay.append(id_head)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=t.lr
     )
@@ -192,6 +201,9 @@ def train_clip(
             flip = torch.rand(len(ix), generator=gen) < t.flip
             img_f, txt_f, scale = model(to_input(images[ix], flip), tokens[ix, variant])
             loss = loss_fn(img_f, txt_f, scale)
+            if id_head is not None:
+                logits = ID_SCALE * img_f @ torch.nn.functional.normalize(id_head, dim=1).t()
+                loss = loss + t.id_weight * torch.nn.functional.cross_entropy(logits, labels[ix])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -164,3 +164,15 @@ def test_matched_batches_hold_people_in_the_same_clothes_and_plain_ones_do_not()
     assert sum(len(set(groups[b])) for b in plain) > 8 * 2
     assert sorted(np.concatenate(matched).tolist()) == train_idx.tolist()
     assert [b.tolist() for b in batches(1.0)] == [b.tolist() for b in matched]
+
+
+def test_identity_cross_entropy_is_an_option_that_leaves_old_fingerprints_alone(trained, tmp_path):
+    """``train.id_weight`` 0 (the default) gives the fingerprint a config without the key had; > 0 is another
+    pre-training whose weights differ (the identity loss takes part)."""
+    cfg, a, _, _, _ = trained
+    zero = load_pretrain_config(write_config(tmp_path / "zero.yaml", train__id_weight=0.0))
+    assert zero.fingerprint() == cfg.fingerprint()
+    ce = load_pretrain_config(write_config(tmp_path / "ce.yaml", train__id_weight=1.0))
+    assert ce.fingerprint() != cfg.fingerprint()
+    out = run_pretrain(ce, tmp_path / "w", log=lambda m: None)
+    assert _sha(out.weights) != _sha(a.weights)

@@ -339,3 +339,38 @@ def test_nbdetach_batch_index_reproduces_the_official_head_loss():
     _, terms = DifferLoss(LossConfig(use=["nbdetach"], nbdetach_index="batch"), ["a", "b"])(out, None, texts)
     assert terms["loss_nbdetach"] == pytest.approx(float(ref), rel=1e-6)
     assert LossConfig().nbdetach_index == "perspective"
+
+
+def test_backbone_lr_factor_scales_only_the_backbone():
+    """``optim.backbone_lr_factor`` multiplies the LR of ``backbone.*`` parameters (bias factor on top); the
+    heads keep ``optim.lr``; 0 leaves the backbone's LR at zero."""
+    from differ_core.config import OptimConfig
+    from differ_core.optim import param_groups
+
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(3, 4)
+    model.classifier = torch.nn.Linear(4, 2)
+    for factor in (0.1, 0.0):
+        groups = param_groups(model, OptimConfig(lr=1e-3, bias_lr_factor=2.0, backbone_lr_factor=factor))
+        lr = {n: g["lr"] for g in groups for n in g["names"]}
+        assert lr["backbone.weight"] == pytest.approx(1e-3 * factor)
+        assert lr["backbone.bias"] == pytest.approx(2e-3 * factor)
+        assert lr["classifier.weight"] == pytest.approx(1e-3)
+        assert lr["classifier.bias"] == pytest.approx(2e-3)
+
+
+def test_grayscale_turns_the_chosen_images_into_their_luma():
+    from differ_core.config import AugmentationConfig
+    from differ_core.data import augment
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 8, 4), dtype=torch.uint8, generator=g)
+    aug = AugmentationConfig(flip=0, crop=0, pad=0, erasing=0, grayscale=0.5)
+    out = augment(x, aug, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), torch.Generator().manual_seed(1))
+    grey = (out[:, 0] == out[:, 1]).all(-1).all(-1) & (out[:, 1] == out[:, 2]).all(-1).all(-1)
+    assert 16 < int(grey.sum()) < 48  # about half of them
+    luma = (0.299 * x[:, 0].float() + 0.587 * x[:, 1].float() + 0.114 * x[:, 2].float()).round()
+    assert torch.allclose(out[grey][:, 0], luma[grey], atol=1e-3)
+    assert torch.allclose(out[~grey], x[~grey].float(), atol=1e-3)
+    none = augment(x, aug.model_copy(update={"grayscale": 0.0}), (0.0,) * 3, (1 / 255,) * 3, g)
+    assert torch.allclose(none, x.float(), atol=1e-3)
