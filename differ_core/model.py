@@ -54,6 +54,12 @@ def backbone_kind(backbone: nn.Module) -> str:
     return "generic"
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """The size of the backbone's pooled output: timm's ``head_hidden_size`` where the model has one (CNNs with a
+    conv head after the pooling, e.g. ``lcnet_050``: 1280, while ``num_features`` is 256), else ``num_features``."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def create_backbone(mcfg: ModelConfig, img_size: tuple[int, int]) -> nn.Module:
     """``timm.create_model(name, num_classes=0, img_size=(H, W), drop_path_rate=...)`` without downloads.
 
@@ -247,7 +253,7 @@ class DifferModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.kind = backbone_kind(backbone)
-        self.feat_dim = int(backbone.num_features)
+        self.feat_dim = feature_dim(backbone)
         self.num_classes = int(num_classes)
         self.num_cameras = int(num_cameras)
         self.text_dim = text_dim

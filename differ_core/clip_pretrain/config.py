@@ -137,10 +137,36 @@ def load_pretrain_config(name: str | Path) -> PretrainConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     try:
-        return PretrainConfig(**data)
+        cfg = PretrainConfig(**data)
     except (ValidationError, TypeError) as exc:
         if isinstance(exc, ValidationError):
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             raise ConfigError(f"{path}: {loc}: {err['msg']}") from None
         raise ConfigError(f"{path}: {exc}") from None
+    problem = trunk_problem(cfg.model.vision.timm_model_name)
+    if problem:
+        raise ConfigError(f"{path}: model.vision.timm_model_name: {problem}")
+    return cfg
+
+
+def trunk_problem(name: str) -> str | None:
+    """Why open_clip's timm image tower cannot take the timm model ``name`` (None when it can): an unknown
+    name, or a conv head after the pooling (its output is wider than the ``num_features`` the tower's projection
+    is built for, e.g. ``lcnet_050``)."""
+    import timm
+    import torch
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:6]
+        return f"unknown timm model {name!r}" + (f" (similar: {', '.join(close)})" if close else "")
+    with torch.device("meta"):
+        trunk = timm.create_model(name, num_classes=0, pretrained=False)
+    hidden = getattr(trunk, "head_hidden_size", None)
+    if hidden and hidden != trunk.num_features:
+        return (
+            f"{name} ends in a conv head after the pooling ({trunk.num_features} -> {hidden} channels), which "
+            "open_clip's timm tower does not support; choose a trunk that pools its last stage directly (regnetx_002, "
+            "resnet18, efficientvit_m0, a ViT)"
+        )
+    return None

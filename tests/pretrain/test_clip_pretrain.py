@@ -118,6 +118,21 @@ def test_bad_config_names_the_file_and_key(tmp_path):
         load_pretrain_config("no_such_pretraining")
 
 
+@pytest.mark.parametrize(
+    "trunk, message",
+    [
+        ("lcnet_050", r"lcnet_050 ends in a conv head .*256 -> 1280.*choose a trunk"),
+        ("regnetx_00", "unknown timm"),
+    ],
+)
+def test_a_trunk_open_clip_cannot_take_is_refused_at_load(tmp_path, trunk, message):
+    """Not a shape error minutes later: the file, the key and what to pick instead."""
+    bad = tmp_path / "trunk.yaml"
+    bad.write_text(f"model: {{vision: {{timm_model_name: {trunk}}}}}\n")
+    with pytest.raises(ConfigError, match=r"trunk.yaml: model.vision.timm_model_name: " + message):
+        load_pretrain_config(bad)
+
+
 def test_shipped_config_loads():
     cfg = load_pretrain_config("synthcc_clip")
     assert cfg.model.vision.timm_model_name == "regnetx_002" and cfg.people.seed not in range(5)

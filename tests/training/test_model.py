@@ -36,6 +36,15 @@ def test_vit_train_outputs_and_eval_feature():
     assert torch.allclose(f, tokens[:, 0], atol=1e-5)
 
 
+def test_cnn_with_a_conv_head_after_the_pooling_trains():
+    """``lcnet_050`` pools 256 channels, then a conv head makes 1280: the identity feature is the 1280."""
+    torch.manual_seed(0)
+    m = build_model(_cfg({"backbone": "lcnet_050", "backbone_kwargs": {}}), 5, 3, 8)
+    out = m.train()(torch.randn(4, 3, 32, 16), torch.tensor([0, 1, 2, 0]))
+    assert m.feat_dim == 1280 and out["feat"].shape == (4, 1280) and out["logits"].shape == (4, 5)
+    assert m.eval()(torch.randn(2, 3, 32, 16), torch.tensor([0, 1])).shape == (2, 1280)
+
+
 def test_vit_camera_embedding_is_token_level_and_scaled():
     torch.manual_seed(0)
     m = build_model(_cfg(), 5, 3, 8).eval()
