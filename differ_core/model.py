@@ -60,6 +60,16 @@ def feature_dim(backbone: nn.Module) -> int:
     return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
+def unknown_timm_model(name: str) -> str | None:
+    """``"unknown timm model 'x' (similar: ...)"`` when timm has no model ``name``, else None."""
+    import timm
+
+    if timm.is_model(name):
+        return None
+    close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+    return f"unknown timm model {name!r}" + (f" (similar: {', '.join(close)})" if close else "")
+
+
 def create_backbone(mcfg: ModelConfig, img_size: tuple[int, int]) -> nn.Module:
     """``timm.create_model(name, num_classes=0, img_size=(H, W), drop_path_rate=...)`` without downloads.
 
@@ -68,12 +78,9 @@ def create_backbone(mcfg: ModelConfig, img_size: tuple[int, int]) -> nn.Module:
     """
     import timm
 
-    if not timm.is_model(mcfg.backbone):
-        close = timm.list_models(f"*{mcfg.backbone.split('_')[0]}*")[:8]
-        raise ConfigError(
-            f"model.backbone: unknown timm model {mcfg.backbone!r}"
-            + (f" (similar: {', '.join(close)})" if close else "")
-        )
+    unknown = unknown_timm_model(mcfg.backbone)
+    if unknown:
+        raise ConfigError(f"model.backbone: {unknown}")
     kwargs: dict[str, Any] = {"num_classes": 0, "pretrained": False}
     optional: dict[str, Any] = {"img_size": tuple(img_size), "drop_path_rate": mcfg.drop_path}
     kwargs.update(mcfg.backbone_kwargs)

@@ -106,11 +106,8 @@ class PretrainConfig(_Section):
         from data_manifests.synthcc.config import GENERATOR_VERSION
 
         settings = self.model_dump(mode="json")
-        for (
-            key
-        ) in OPTIONAL_TRAIN_KEYS:  # added later: at their no-op value they leave older fingerprints alone
-            if settings["train"][key] == OPTIONAL_TRAIN_KEYS[key]:
-                del settings["train"][key]
+        train = settings["train"]  # keys added later stay out at their no-op value: older fingerprints hold
+        settings["train"] = {k: v for k, v in train.items() if OPTIONAL_TRAIN_KEYS.get(k, object()) != v}
         return sha256_json(
             [settings, CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
              package_versions(*PACKAGES)],
@@ -157,9 +154,11 @@ def trunk_problem(name: str) -> str | None:
     import timm
     import torch
 
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:6]
-        return f"unknown timm model {name!r}" + (f" (similar: {', '.join(close)})" if close else "")
+    from differ_core.model import unknown_timm_model
+
+    unknown = unknown_timm_model(name)
+    if unknown:
+        return unknown
     with torch.device("meta"):
         trunk = timm.create_model(name, num_classes=0, pretrained=False)
     hidden = getattr(trunk, "head_hidden_size", None)

@@ -32,8 +32,8 @@ TRUNK = "visual_trunk.safetensors"
 RECORD = "pretrain.json"
 ZERO_SHOT = "zero_shot.json"
 LOG = "train_log.csv"
-MEAN = STD = 0.5
-ID_SCALE = 16.0  # the cosine classifier's logit scale (train.id_weight)  # the DIFFER configs starting from it normalise the same way
+MEAN = STD = 0.5  # the DIFFER configs starting from it normalise the same way
+ID_SCALE = 16.0  # the cosine classifier's logit scale (train.id_weight)
 
 
 @dataclass(frozen=True)
