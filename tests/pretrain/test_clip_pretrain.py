@@ -109,6 +109,21 @@ def test_zero_shot_record(trained):
         )
 
 
+def test_clothes_changing_rank1_other_cameras_ignores_a_shared_background():
+    """Image 0's nearest other-outfit image is the same person in the same camera (1): a hit when the camera is
+    allowed, not under the protocol, where its best match left is another person (2)."""
+    from differ_core.clip_pretrain.zero_shot import cc_rank1
+
+    pid, outfit, cam = torch.tensor([0, 0, 1, 0]), torch.tensor([0, 1, 0, 2]), torch.tensor([0, 0, 1, 1])
+    sim = torch.tensor(
+        [[1.0, 0.9, 0.5, 0.1], [0.9, 1.0, 0.2, 0.8], [0.5, 0.2, 1.0, 0.3], [0.1, 0.8, 0.3, 1.0]]
+    )
+    assert (
+        cc_rank1(sim, pid, outfit) == 100.0
+    )  # 0 -> 1, 1 -> 0, 3 -> 1; 2 (person 1) has no match: not a query
+    assert cc_rank1(sim, pid, outfit, cam) == 66.7  # 0 -> 2 miss, 1 -> 3 hit, 3 -> 1 hit
+
+
 def test_bad_config_names_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epoch: 3}\n")
