@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ def load_pretrain_config(name: str | Path) -> PretrainConfig:
     return cfg
 
 
+@functools.lru_cache(maxsize=32)
 def trunk_problem(name: str) -> str | None:
     """Why open_clip's timm image tower cannot take the timm model ``name`` (None when it can): an unknown
     name, or a conv head after the pooling (its output is wider than the ``num_features`` the tower's projection
@@ -154,7 +156,7 @@ def trunk_problem(name: str) -> str | None:
     import timm
     import torch
 
-    from differ_core.model import unknown_timm_model
+    from differ_core.model import feature_dim, unknown_timm_model
 
     unknown = unknown_timm_model(name)
     if unknown:
@@ -164,8 +166,8 @@ def trunk_problem(name: str) -> str | None:
             trunk = timm.create_model(name, num_classes=0, pretrained=False)
     except Exception:  # noqa: BLE001 - a model that cannot be built on meta: the tower reports it when built
         return None
-    hidden = getattr(trunk, "head_hidden_size", None)
-    if hidden and hidden != trunk.num_features:
+    hidden = feature_dim(trunk)
+    if hidden != trunk.num_features:
         return (
             f"{name} ends in a conv head after the pooling ({trunk.num_features} -> {hidden} channels), which "
             "open_clip's timm tower does not support; choose a trunk that pools its last stage directly (regnetx_002, "
