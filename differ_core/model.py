@@ -133,6 +133,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 DIFFER_BACKBONE_PREFIX = "backbone."
+OPEN_CLIP_TRUNK_PREFIX = "visual.trunk."
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
@@ -140,7 +141,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
 
     timm's own ``checkpoint_filter_fn`` of the model's module runs first (it resamples position embeddings to
     the training grid and converts EVA-CLIP / open_clip visual checkpoints). A differ checkpoint
-    (``checkpoints/last.pt`` of another run) gives its backbone. Classifier weights and tensors whose
+    (``checkpoints/last.pt`` of another run) gives its backbone, an open_clip model with a timm tower its
+    ``visual.trunk``. Classifier weights and tensors whose
     shape differs are skipped and reported. A file that matches almost nothing is refused.
     """
     sd = read_state_dict(path)
@@ -149,6 +151,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
         # a differ checkpoint (e.g. `differ train` on another dataset): its backbone is the pre-training
         sd = {
             k[len(DIFFER_BACKBONE_PREFIX) :]: v for k, v in sd.items() if k.startswith(DIFFER_BACKBONE_PREFIX)
+        }
+    elif not any(k in own for k in sd) and any(k.startswith(OPEN_CLIP_TRUNK_PREFIX) for k in sd):
+        # an open_clip model with a timm image tower (a shipped SynthCC start): its trunk is the backbone
+        sd = {
+            k[len(OPEN_CLIP_TRUNK_PREFIX) :]: v for k, v in sd.items() if k.startswith(OPEN_CLIP_TRUNK_PREFIX)
         }
     module = sys.modules.get(type(backbone).__module__)
     filt = getattr(module, "checkpoint_filter_fn", None)

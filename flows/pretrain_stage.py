@@ -26,7 +26,7 @@ def pretrain_name(value: Any) -> str | None:
         if not name:
             from differ_common.errors import ConfigError
 
-            raise ConfigError(f"{value!r}: name the pre-training config, e.g. pretrain:synthcc_clip")
+            raise ConfigError(f"{value!r}: name the pre-training config, e.g. pretrain:synthcc_start")
         return name
     return None
 
@@ -47,8 +47,7 @@ def requested(cfg: PipelineConfig) -> dict[str, str]:
 def file_overrides(train_cfg: Any, workdir: str | None, log: Any = print) -> list[str]:
     """``key=value`` overrides replacing a training config's ``pretrain:<name>`` values by the pre-training's
     files, training it first if needed (for `differ train`, outside the pipeline)."""
-    from differ_core.clip_pretrain.config import load_pretrain_config
-    from differ_core.clip_pretrain.train import run_pretrain
+    from differ_core.clip_pretrain.shipped import resolve_start
 
     out: list[str] = []
     for key, value in (
@@ -56,18 +55,18 @@ def file_overrides(train_cfg: Any, workdir: str | None, log: Any = print) -> lis
         ("model.pretrained", train_cfg.model.pretrained),
     ):
         if name := pretrain_name(value):
-            done = run_pretrain(load_pretrain_config(name), workdir, log=log)
+            done = resolve_start(name, workdir, log=log)
             out.append(f"{key}={done.text_encoder if key == 'text.encoder' else done.trunk}")
     return out
 
 
 @stage_task("pretrain", log_prints=True)
 def pretrain_task(workdir: str, config: str, fingerprint: str) -> dict:
-    """Train (or reuse) the pre-training ``config``; returns its text-encoder spec and trunk weights."""
-    from differ_core.clip_pretrain.config import load_pretrain_config
-    from differ_core.clip_pretrain.train import run_pretrain
+    """The shipped start ``config``, or its pre-training trained (or reused) in the workspace; returns its
+    text-encoder spec and trunk weights."""
+    from differ_core.clip_pretrain.shipped import resolve_start
 
-    out = run_pretrain(load_pretrain_config(config), workdir, log=get_run_logger().info)
+    out = resolve_start(config, workdir, log=get_run_logger().info)
     return {"dir": str(out.folder), "text_encoder": out.text_encoder, "trunk": str(out.trunk)}
 
 

@@ -193,6 +193,7 @@ def sample_identities(cfg: SynthConfig, seed: int) -> list[Identity]:
     everyone has the same body, skin and hair; at 1 the vocabularies' full spread; above 1 exaggerated.
     """
     s = cfg.identity_cue_strength
+    j = cfg.identity_detail * s  # each identity's own variation within its words
     rng = part_rng(seed, _IDENTITY)
     used: set[tuple[str, ...]] = set()
     mean_skin = np.mean(list(SKIN_TONES.values()), axis=0)
@@ -226,17 +227,17 @@ def sample_identities(cfg: SynthConfig, seed: int) -> list[Identity]:
         female = gender == "female"
         render = {
             "skin": tuple(
-                np.clip(_lerp(mean_skin, SKIN_TONES[words["skin_tone"]], s) + jitter[0:3] * 6 * s, 0, 255)
+                np.clip(_lerp(mean_skin, SKIN_TONES[words["skin_tone"]], s) + jitter[0:3] * 6 * j, 0, 255)
             ),
             "hair": tuple(
-                np.clip(_lerp(mean_hair, HAIR_COLOURS[words["hair_colour"]], s) + jitter[3:6] * 8 * s, 0, 255)
+                np.clip(_lerp(mean_hair, HAIR_COLOURS[words["hair_colour"]], s) + jitter[3:6] * 8 * j, 0, 255)
             ),
-            "height": 0.91 + (HEIGHTS[words["height"]] - 0.91 + jitter[6] * 0.012) * s,
-            "shoulder": 1.0 + ((shoulder - 1.0) + (-0.12 if female else 0.06) + jitter[7] * 0.04) * s,
-            "waist": 1.0 + ((waist - 1.0) + jitter[8] * 0.04) * s,
-            "hips": 1.0 + ((0.14 if female else -0.06) + (waist - 1.0) * 0.6 + jitter[9] * 0.03) * s,
-            "leg_ratio": 0.5 + (jitter[10] * 0.018) * s,
-            "head_ratio": 0.142 + (head_ratio - 0.142 + jitter[11] * 0.005) * s,
+            "height": 0.91 + (HEIGHTS[words["height"]] - 0.91) * s + jitter[6] * 0.012 * j,
+            "shoulder": 1.0 + ((shoulder - 1.0) + (-0.12 if female else 0.06)) * s + jitter[7] * 0.04 * j,
+            "waist": 1.0 + (waist - 1.0) * s + jitter[8] * 0.04 * j,
+            "hips": 1.0 + ((0.14 if female else -0.06) + (waist - 1.0) * 0.6) * s + jitter[9] * 0.03 * j,
+            "leg_ratio": 0.5 + jitter[10] * 0.018 * j,
+            "head_ratio": 0.142 + (head_ratio - 0.142) * s + jitter[11] * 0.005 * j,
             "head_aspect": 0.84 + (aspect - 0.84) * s,
             "head_corner": 0.5 + (corner - 0.5) * min(s, 1.0),
             "stoop": stoop * s,

@@ -15,7 +15,7 @@ from differ_common.fingerprint import package_versions, sha256_json
 # Bump when the corpus, the model building or the training loop changes what a config produces.
 CODE_VERSION = 1
 # train keys added after configs were published, with the value that keeps them out of the fingerprint
-OPTIONAL_TRAIN_KEYS = {"id_weight": 0.0}
+OPTIONAL_TRAIN_KEYS = {"id_weight": 0.0, "lock_image": False}
 PACKAGES = ("torch", "timm", "open_clip_torch", "numpy", "pillow")
 
 
@@ -89,15 +89,35 @@ class TrainConfig(_Section):
         description="weight of an identity cross-entropy (a cosine classifier over the training people) on the "
         "image embedding, added to the contrastive loss; 0 = CLIP's loss alone",
     )
+    lock_image: bool = Field(
+        False,
+        description="keep the image tower's trunk as the identity stage left it (LiT: only the "
+        "projections and the text tower learn)",
+    )
     flip: float = Field(0.5, ge=0, le=1)
     threads: int = Field(2, ge=1, description="CPU threads; part of the result (float sums), so fixed")
 
 
+class IdentityStage(_Section):
+    """An identity stage before the contrastive one (``clip_pretrain.identity``); ``epochs: 0`` = none."""
+
+    epochs: int = Field(0, ge=0)
+    P: int = Field(16, ge=2, description="identities per batch")
+    K: int = Field(4, ge=2, description="images per identity in a batch")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(2.0, ge=0)
+    margin: float | None = Field(None, description="triplet margin; null = soft margin")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    pad: int = Field(6, ge=0, description="padded random crop (pixels)")
+
+
 class PretrainConfig(_Section):
-    """One CLIP-style pre-training: people, model and schedule."""
+    """One CLIP-style pre-training: people, model, an optional identity stage and the contrastive schedule."""
 
     people: PeopleConfig = PeopleConfig()
     model: ModelConfig = ModelConfig()
+    identity: IdentityStage = IdentityStage()
     train: TrainConfig = TrainConfig()
 
     def fingerprint(self) -> str:
@@ -109,6 +129,8 @@ class PretrainConfig(_Section):
         settings = self.model_dump(mode="json")
         train = settings["train"]  # keys added later stay out at their no-op value: older fingerprints hold
         settings["train"] = {k: v for k, v in train.items() if OPTIONAL_TRAIN_KEYS.get(k, object()) != v}
+        if not self.identity.epochs:  # no identity stage: configs written before it keep their fingerprint
+            settings.pop("identity")
         return sha256_json(
             [settings, CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
              package_versions(*PACKAGES)],

@@ -163,8 +163,16 @@ def train_clip(
         from differ_common.errors import ConfigError
 
         raise ConfigError(f"train.batch_size {t.batch_size} exceeds the {len(train_idx)} training images")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    history: list[dict[str, float]] = []
+    if cfg.identity.epochs:  # the trunk learns the people first (clip_pretrain.identity)
+        from differ_core.clip_pretrain.identity import train_identity
+
+        history += train_identity(cfg, corpus, model.visual.trunk, log, progress)
+    if t.lock_image:
+        model.visual.trunk.requires_grad_(False)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and "logit_scale" not in n]
+    rest = [p for n, p in named if p.ndim < 2 or "logit_scale" in n]
     id_head, labels = None, None
     if t.id_weight > 0:  # a cosine classifier over the training people (not part of the written model)
         pids = corpus.attributes["pid"].to_numpy()
@@ -184,13 +192,14 @@ def train_clip(
     groups = None
     if t.matched_batches > 0:
         groups = corpus.attributes.groupby(list(t.matched_by), sort=True).ngroup().to_numpy()
-    history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=t.epochs * steps_per_epoch, desc="pretrain", unit="step", disable=not progress)
     for epoch in range(t.epochs):
         model.train()
+        if t.lock_image:  # its BatchNorm statistics stay too
+            model.visual.trunk.eval()
         total = 0.0
         for batch in epoch_batches(train_idx, groups, t, steps_per_epoch, gen):
             ix = torch.from_numpy(batch)
@@ -213,7 +222,7 @@ def train_clip(
             total += float(loss.detach())
             bar.update(1)
         elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "logit_scale": float(model.logit_scale.detach().exp()),
+        row = {"stage": "contrastive", "epoch": epoch + 1, "loss": total / steps_per_epoch, "logit_scale": float(model.logit_scale.detach().exp()),
                "seconds": elapsed, "images_per_s": (epoch + 1) * steps_per_epoch * t.batch_size / elapsed}  # fmt: skip
         history.append(row)
         bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.3f}")

@@ -57,11 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     encoder = args.encoder
-    if encoder.startswith("pretrain:"):  # the text tower of a CLIP-style pre-training (trained if missing)
-        from differ_core.clip_pretrain.config import load_pretrain_config
-        from differ_core.clip_pretrain.train import run_pretrain
+    if encoder.startswith("pretrain:"):  # the text tower of a CLIP-style pre-training (shipped, or trained if missing)
+        from differ_core.clip_pretrain.shipped import resolve_start
 
-        encoder = run_pretrain(load_pretrain_config(encoder.split(":", 1)[1]), args.workdir).text_encoder
+        encoder = resolve_start(encoder.split(":", 1)[1].strip(), args.workdir).text_encoder
     if args.import_official:
         from captions.interop import import_official
 

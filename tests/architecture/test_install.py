@@ -40,6 +40,12 @@ def test_wheel_holds_the_packages_and_their_data(wheel):
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "differ_core" / "configs").rglob("*.yaml")}
     assert on_disk and shipped == on_disk  # every training config, ablation overlay and pipeline file
     assert "captions/prompts.yaml" in names
+    starts = {n for n in names if n.startswith("differ_core/starts/")}
+    starts_on_disk = {
+        str(p.relative_to(ROOT)) for p in (ROOT / "differ_core" / "starts").rglob("*") if p.is_file()
+    }
+    assert "differ_core/starts/synthcc_start/open_clip_model.safetensors" in starts_on_disk
+    assert starts == starts_on_disk  # the shipped pre-trained start: weights, config JSON, record
     assert not any(n.startswith(("tests/", "benchmarks/", "scripts/")) for n in names)
 
 
@@ -57,11 +63,15 @@ def test_installed_wheel_resolves_configs_from_another_directory(wheel, tmp_path
     code = (
         "import differ_core, sys; from differ_core.config_files import resolve_config; "
         "print(differ_core.__file__); print(resolve_config('configs/synthcc_tiny.yaml')); "
-        "print(resolve_config('my_run'))"
+        "print(resolve_config('my_run')); "
+        "from differ_core.clip_pretrain.config import load_pretrain_config as L; "
+        "from differ_core.clip_pretrain.shipped import find_shipped; "
+        "print(find_shipped('synthcc_start', L('synthcc_start')).weights)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    pkg, shipped, mine = out.stdout.split()
+    pkg, shipped, mine, start = out.stdout.split()
+    assert start.startswith(str(target)), start  # the shipped start is found (sha256 checked) in the install
     assert pkg.startswith(str(target)) and shipped.startswith(
         str(target)
     )  # the installed copy, not the checkout

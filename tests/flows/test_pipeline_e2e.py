@@ -160,7 +160,7 @@ def test_failing_stage_gives_its_own_one_line_error(tmp_path):
 
 
 def test_the_pre_training_runs_only_where_its_files_are_needed(tmp_path, monkeypatch):
-    """The default training config names `pretrain:synthcc_clip` as its backbone: a bad dataset root is reported
+    """The default training config names `pretrain:synthcc_start` as its backbone: a bad dataset root is reported
     before any pre-training, and a stage that needs only the text encoder (encode, here minilm) never trains it."""
     import differ_core.clip_pretrain.train as clip_train
     from differ_common.errors import DifferError
@@ -172,7 +172,7 @@ def test_the_pre_training_runs_only_where_its_files_are_needed(tmp_path, monkeyp
 
     monkeypatch.setattr(clip_train, "run_pretrain", no_pretraining)
     cfg = PipelineConfig(workdir=str(tmp_path / "w"), dataset="ltcc", root=str(tmp_path / "no-such-root"))
-    assert requested(cfg) == {"pretrained": "synthcc_clip"}
+    assert requested(cfg) == {"pretrained": "synthcc_start"}
     with pytest.raises(DifferError, match="^manifest:"):
         run_flow(differ_pipeline, cfg)
     with pytest.raises(DifferError) as err:  # no captions yet: encode stops, but not in the pre-training

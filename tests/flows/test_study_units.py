@@ -123,6 +123,6 @@ def test_study_deployments_run_the_documented_study_and_match_prefect_yaml():
     for name, make in STUDIES.items():
         served = make().model_dump(mode="json")
         assert StudyConfig(**declared[name]["parameters"]["study"]).model_dump(mode="json") == served
-        assert served["pipeline"]["encoder"] == "pretrain:synthcc_clip"
+        assert served["pipeline"]["encoder"] == "pretrain:synthcc_start"
         assert served["pipeline"]["manifest_options"] == {"size": "small"} and len(served["seeds"]) >= 3
     assert STUDIES["synthcc-paper"]().pipeline.train_config.endswith("synthcc_study_paper.yaml")

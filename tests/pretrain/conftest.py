@@ -18,7 +18,7 @@ def write_config(path, **changes):
     data = yaml.safe_load(yaml.safe_dump(TINY))
     for dotted, value in changes.items():
         section, key = dotted.split("__")
-        data[section][key] = value
+        data.setdefault(section, {})[key] = value
     path.write_text(yaml.safe_dump(data))
     return path
 
