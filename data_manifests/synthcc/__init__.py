@@ -37,6 +37,7 @@ cameras_per_outfit             cameras that see one outfit
 queries_per_outfit             query images per test outfit (one per camera, < cameras_per_outfit)
 img_height / img_width         output size (drawn at 2x and box-downsampled)
 identity_cue_strength          spread of identity traits around the population mean (0 = everyone alike)
+identity_detail                each identity's own skin, hair and body spread within its trait words (default 3)
 clothing_saliency              clothing colour saturation/contrast (0 = all grey clothes)
 hairstyle_change_prob          P(new hairstyle) at each new outfit
 prop_prob                      P(a hand-held prop) per image

@@ -1,8 +1,8 @@
 """`differ demo`: the whole pipeline on SynthCC with the embedded defaults.
 
-The default size trains DIFFER from the CLIP-style start (``configs/synthcc.yaml``: the pre-training runs first,
-once); ``--compare`` also trains the ID + triplet baseline from the same start and prints both. ``--size tiny`` is
-the seconds-long smoke run (random weights).
+The default size trains DIFFER from the shipped start (``configs/synthcc.yaml``: ``pretrain:synthcc_start``,
+package data, nothing is pre-trained); ``--compare`` also trains the ID + triplet baseline from the same start and
+prints both. ``--size tiny`` is the seconds-long smoke run (random weights).
 """
 
 from __future__ import annotations
