@@ -121,8 +121,10 @@ class VLLMCaptioner:
         specs: dict[str, PerspectiveSpec],
         image_ids: list[str],
         wanted: dict[str, list[str]],
+        batch_size: int | None = None,
     ) -> dict[str, list[str]]:
-        """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call."""
+        """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call
+        (``batch_size`` is ignored: the engine batches continuously)."""
         from vllm import SamplingParams
 
         processor, llm = self.load()
