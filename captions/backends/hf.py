@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
 from captions.device_cache import device_lock
+from captions.vlm_families import check_vlm_family
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError, DifferError
 
@@ -63,6 +64,7 @@ class HFCaptioner:
         batch_size: int = 8,
     ) -> None:
         self.path: Path = check_model_dir(f"hf:{model_dir}", model_dir, kind="vlm")
+        self.family = check_vlm_family(self.path, f"hf:{model_dir}", trust_remote_code)
         self.trust_remote_code = trust_remote_code
         self._device = device
         self._dtype = dtype  # "bfloat16" | "float16" | "float32"; None = bf16/fp16 on GPU, fp32 on CPU
