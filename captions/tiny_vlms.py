@@ -29,8 +29,10 @@ def train_tokenizer(
     add_bos: bool = False,
     vocab_size: int = 400,
     cls: Any = None,
+    corpus: list[str] | None = None,
 ):
-    """A byte-level BPE trained on a few sentences; ``specials`` are single tokens; wrapped in ``cls``."""
+    """A byte-level BPE trained on a few sentences (``corpus`` adds more); ``specials`` are single tokens;
+    wrapped in ``cls``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -43,7 +45,7 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator((_CORPUS + list(corpus or [])) * 4, trainer=trainer)
     if add_bos and bos:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
@@ -456,4 +458,62 @@ def build_tiny_vlm(family: str, out_dir: str | os.PathLike, seed: int = 0) -> Pa
     )
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    return out
+
+
+def build_llava_sized(
+    out_dir: str | os.PathLike,
+    image_size: int = 336,
+    patch_size: int = 14,
+    hidden: int = 512,
+    layers: int = 4,
+    vision_hidden: int = 128,
+    vision_layers: int = 4,
+    vocab_size: int = 32064,
+    seed: int = 0,
+) -> Path:
+    """A random-weight LLaVA-1.5 of chosen proportions (default: 576 image tokens, a 512-wide 4-layer Llama, a
+    LLaVA-sized vocabulary), with the published LLaVA-1.5 template; for benchmarks that must run on a CPU."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from captions.prompts import load_prompts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # trained on the caption prompts too: their words become single tokens, as in a 32k-vocabulary tokenizer
+    prompts = [s.prompt for s in load_prompts().values()]
+    tok = train_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>",
+                          {"image_token": "<image>"}, add_bos=True, vocab_size=4000, corpus=prompts)  # fmt: skip
+    ip = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=patch_size, chat_template=T.LLAVA,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
+                              num_hidden_layers=vision_layers, num_attention_heads=max(1, vision_hidden // 64),
+                              image_size=image_size, patch_size=patch_size, projection_dim=hidden)  # fmt: skip
+    text = LlamaConfig(vocab_size=max(vocab_size, len(tok)), hidden_size=hidden, intermediate_size=int(2.6875 * hidden),
+                       num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+                       num_key_value_heads=max(1, hidden // 64), max_position_embeddings=4096,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)  # fmt: skip
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_ids(tok, "<image>")[0],
+                      vision_feature_select_strategy="default", vision_feature_layer=-2)  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg)
+    _rescale(model, seed)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
     return out

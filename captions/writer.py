@@ -500,6 +500,7 @@ def _caption_chunk(
             all_ids,
             {p: by_p[p] for p in mine},
             batch_size=bs,
+            on_batch=lambda: [claims.renew(job.groups[q], chunk.block) for q in mine],
         )
         dt = time.perf_counter() - t0
         total = sum(len(v) for v in by_p.values()) or 1

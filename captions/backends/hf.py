@@ -11,6 +11,7 @@ process keeps one model per device.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,8 +201,10 @@ class HFCaptioner:
         image_ids: list[str],
         wanted: dict[str, list[str]],
         batch_size: int | None = None,
+        on_batch: Callable[[], Any] | None = None,
     ) -> dict[str, list[str]]:
-        """Captions of ``wanted[p]`` (in that order) for every perspective, image batch by image batch.
+        """Captions of ``wanted[p]`` (in that order) for every perspective, image batch by image batch
+        (``on_batch`` is called after each: the writer renews its claims there).
 
         Within a batch the shared image prefix is computed once (``captions.backends.prefix``) when the family
         allows it and ``reuse_prefix`` is on; otherwise each perspective runs ``caption`` (recomputed).
@@ -220,6 +223,8 @@ class HFCaptioner:
             for p, r in rows.items():
                 for k, text in zip(r, texts[p], strict=True):
                     got[(p, ids[k])] = text
+            if on_batch is not None:
+                on_batch()
         return {p: [got[(p, i)] for i in wanted.get(p, [])] for p in specs}
 
     def _chunk_batch(

@@ -102,7 +102,10 @@ def caption_with_prefix(
 ) -> dict[str, Any]:
     """New token ids per perspective (rows ``rows[p]`` of the batch), the prefix computed once.
 
-    The prefix pass uses the positions ``generate`` gives a left-padded prompt (cumulative mask - 1).
+    The prefix pass uses the positions ``generate`` gives a left-padded prompt (cumulative mask - 1). Perspectives
+    with the same generation settings continue together in one ``generate``: row = an image's prefix, then its
+    perspective's question, left-padded inside the question's slot (masked, so positions and attention are those
+    of the unpadded prompt), the prefix cache repeated per row.
     """
     import torch
     from transformers import DynamicCache
@@ -116,21 +119,27 @@ def caption_with_prefix(
     cache = DynamicCache(config=model.config.get_text_config())
     # transformers 5 names the cache argument ``cache``; 4.x named it ``past_key_values``
     key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    groups: dict[str, list[str]] = {}
+    for p in rows:
+        if rows[p]:
+            groups.setdefault(repr(sorted(generate_kwargs[p].items())), []).append(p)
+    out: dict[str, Any] = {}
     with torch.inference_mode():
         model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
               **{key: cache}, **extra)  # fmt: skip
-        out: dict[str, Any] = {}
-        for p, wanted in rows.items():
-            if not wanted:
-                continue
-            sel = torch.tensor(wanted, device=device)
+        for names in groups.values():
+            order = [(p, k) for p in names for k in rows[p]]
+            sel = torch.tensor([k for _, k in order], device=device)
+            suffix, suffix_mask = _left_pad([plan.suffixes[p] for p, _ in order], pad_token_id, device)
             mine = copy.deepcopy(cache)
-            if len(wanted) != ids.shape[0]:
-                mine.batch_select_indices(sel)
-            suffix = torch.tensor([plan.suffixes[p]] * len(wanted), dtype=torch.long, device=device)
+            mine.batch_select_indices(sel)
             full = torch.cat([ids[sel], suffix], dim=1)
-            full_mask = torch.cat([mask[sel], torch.ones_like(suffix)], dim=1)
+            full_mask = torch.cat([mask[sel], suffix_mask], dim=1)
             gen = model.generate(input_ids=full, attention_mask=full_mask, pad_token_id=pad_token_id,
-                                 **{key: mine}, **generate_kwargs[p])  # fmt: skip
-            out[p] = gen[:, full.shape[1] :]
+                                 **{key: mine}, **generate_kwargs[names[0]])  # fmt: skip
+            new = gen[:, full.shape[1] :]
+            start = 0
+            for p in names:
+                out[p] = new[start : start + len(rows[p])]
+                start += len(rows[p])
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,9 +135,10 @@ class VLLMCaptioner:
         image_ids: list[str],
         wanted: dict[str, list[str]],
         batch_size: int | None = None,
+        on_batch: Callable[[], Any] | None = None,
     ) -> dict[str, list[str]]:
         """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call
-        (``batch_size`` is ignored: the engine batches continuously)."""
+        (``batch_size`` and ``on_batch`` are unused: the engine batches continuously)."""
         from vllm import SamplingParams
 
         processor, llm = self.load()
