@@ -74,17 +74,31 @@ def _has_chat_template(folder: Path) -> bool:
     return (folder / "additional_chat_templates").is_dir()
 
 
+def _transformers_knows(model_type: str) -> bool:
+    """Whether the installed transformers has a config class for ``model_type`` (a folder lookup first, so the
+    common case imports nothing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not model_type:
+        return False
+    for root in spec.submodule_search_locations or []:
+        if (Path(root) / "models" / model_type.replace("-", "_")).is_dir():
+            return True
+    from transformers import CONFIG_MAPPING
+
+    return model_type in CONFIG_MAPPING
+
+
 def check_vlm_family(folder: Path, spec: str, trust_remote_code: bool = False) -> str:
     """The folder's ``model_type`` if the captioners can run it, else one ConfigError line naming the family,
     the reason and what to use instead. Reads JSON files only."""
-    from transformers import CONFIG_MAPPING
-
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     model_type = str(cfg.get("model_type") or "")
     family = FAMILIES.get(REMOTE_ONLY_ALIASES.get(model_type, model_type))
     if family is not None and family.refused:
         raise ConfigError(f"{folder}: {spec!r} is a {family.model_type} model: {family.refused}")
-    if model_type not in CONFIG_MAPPING and not trust_remote_code:
+    if not trust_remote_code and not _transformers_knows(model_type):
         raise ConfigError(
             f"{folder}: model_type {model_type!r} is not a transformers family (remote code only); pass "
             "--trust-remote-code if its code supports AutoModelForImageTextToText, or use a family of docs/captioners.md"

@@ -36,6 +36,17 @@ def test_baai_eva_clip_release_loads_like_open_clip(release, tmp_path):
     np.testing.assert_allclose(ours, _open_clip_direct(cfg.stem, open_clip_file, CORPUS), atol=1e-5)
 
 
+def test_classic_text_keys_load_into_a_custom_text_architecture(tmp_path):
+    """An EVA02-CLIP file whose text tower is saved in the classic top-level layout (older open_clip files)."""
+    cfg, open_clip_file, _ = tiny_eva_clip("EVA02-CLIP-L-14", tmp_path)
+    sd = torch.load(open_clip_file, weights_only=True)
+    classic = {k.removeprefix("text."): v for k, v in sd.items()}
+    assert "token_embedding.weight" in classic and "text.token_embedding.weight" not in classic
+    torch.save(classic, tmp_path / "classic.pt")
+    ours = load_encoder(f"open_clip:{cfg}@{tmp_path / 'classic.pt'}", device="cpu").encode(CORPUS)
+    np.testing.assert_allclose(ours, _open_clip_direct(cfg.stem, open_clip_file, CORPUS), atol=1e-5)
+
+
 def test_open_clip_hub_folder_loads_like_open_clip(tmp_path):
     """A hub copy: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
     from safetensors.torch import save_file
