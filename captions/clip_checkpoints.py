@@ -3,7 +3,7 @@
 Layouts (``checkpoint_layout``):
 
 - ``eva-clip``: BAAI's EVA-CLIP releases (``EVA02_CLIP_B_psz16_s8B.pt``, ``EVA02_CLIP_L_psz14_s4B.pt``,
-  ``EVA02_CLIP_E_psz14_plus_s9B.pt``): ``text.*`` (open_clip's custom-text tower) beside ``visual.blocks.*`` /
+  ``EVA02_CLIP_E_psz14_s4B.pt``): ``text.*`` (open_clip's custom-text tower) beside ``visual.blocks.*`` /
   ``visual.patch_embed.*`` (their EVA ViT; timm's ``eva.checkpoint_filter_fn`` reads it for the backbone);
 - ``open_clip``: open_clip's own files (hub folders' ``open_clip_model.safetensors``): ``text.*`` with a timm trunk
   ``visual.trunk.*``, or the top-level ``transformer.*``/``token_embedding.*`` of a classic CLIP;
