@@ -246,3 +246,25 @@ def test_refused_families_are_one_line_before_any_work(family_dir, tmp_path):
         f.unlink()
     with pytest.raises(ConfigError, match="has no chat template"):
         make_captioner(f"hf:{bare}")
+
+
+def test_shared_prefix_out_of_memory_halves_the_image_batch(family_dir, monkeypatch):
+    cap = HFCaptioner(str(family_dir("llava")))
+    images, ids = _images(4, seed=2), ["a", "b", "c", "d"]
+    wanted = {p: ids for p in PERSPECTIVES}
+    expected = cap.caption_chunk(images, SPECS, ids, wanted, batch_size=4)
+    real, sizes, renewals = cap._prefix_batch, [], []
+
+    def oom_above_one(batch, specs, rows):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(batch, specs, rows)
+
+    import torch
+
+    monkeypatch.setattr(cap, "_prefix_batch", oom_above_one)
+    got = cap.caption_chunk(images, SPECS, ids, wanted, batch_size=4, on_batch=lambda: renewals.append(1))
+    assert got == expected and cap.max_batch == 1
+    assert sizes[:4] == [4, 2, 1, 1] and renewals  # halved, kept, and the claims renewed per batch
+    cap.max_batch = 0
