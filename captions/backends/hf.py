@@ -11,11 +11,13 @@ process keeps one model per device.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
 from captions.device_cache import device_lock
+from captions.vlm_families import check_vlm_family
 from differ_common.device import pick_device
 from differ_common.errors import ConfigError, DifferError
 
@@ -59,11 +61,16 @@ class HFCaptioner:
         trust_remote_code: bool = False,
         device: str | None = None,
         dtype: str | None = None,
+        reuse_prefix: bool = True,
+        batch_size: int = 8,
     ) -> None:
         self.path: Path = check_model_dir(f"hf:{model_dir}", model_dir, kind="vlm")
+        self.family = check_vlm_family(self.path, f"hf:{model_dir}", trust_remote_code)
         self.trust_remote_code = trust_remote_code
         self._device = device
         self._dtype = dtype  # "bfloat16" | "float16" | "float32"; None = bf16/fp16 on GPU, fp32 on CPU
+        self.reuse_prefix = reuse_prefix  # caption_chunk: compute an image's shared prompt prefix once
+        self.batch_size = batch_size  # caption_chunk's image batch when the writer gives none
         self.name = model_captioner_name("hf", self.path)
         self.fingerprint = model_dir_fingerprint(self.path)
 
@@ -158,20 +165,13 @@ class HFCaptioner:
             self.max_batch = len(images) // 2
             return self.caption(images, spec)
 
-    def _generate(self, images: list[Image.Image], spec: PerspectiveSpec) -> list[str]:
-        import torch
-
-        processor, model = self.load()
+    def _encode(self, processor: Any, images: list[Image.Image], prompt: str) -> Any:
+        """The processor's left-padded batch: one conversation per image, the image before ``prompt``."""
         conversations = [
-            [
-                {
-                    "role": "user",
-                    "content": [{"type": "image", "image": im}, {"type": "text", "text": spec.prompt}],
-                }
-            ]
+            [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": prompt}]}]
             for im in images
         ]
-        inputs = processor.apply_chat_template(
+        return processor.apply_chat_template(
             conversations,
             add_generation_prompt=True,
             tokenize=True,
@@ -179,7 +179,12 @@ class HFCaptioner:
             return_tensors="pt",
             processor_kwargs={"padding": True},
         )
-        inputs = inputs.to(model.device)
+
+    def _generate(self, images: list[Image.Image], spec: PerspectiveSpec) -> list[str]:
+        import torch
+
+        processor, model = self.load()
+        inputs = self._encode(processor, images, spec.prompt).to(model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         tok = processor.tokenizer
@@ -187,3 +192,100 @@ class HFCaptioner:
             out = model.generate(**inputs, **spec.generate_kwargs(), pad_token_id=tok.pad_token_id)
         new = out[:, inputs["input_ids"].shape[1] :]
         return [clean_caption(t) for t in processor.batch_decode(new, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------------ one image prefix, many perspectives
+    def caption_chunk(
+        self,
+        images: list[Image.Image] | None,
+        specs: dict[str, PerspectiveSpec],
+        image_ids: list[str],
+        wanted: dict[str, list[str]],
+        batch_size: int | None = None,
+        on_batch: Callable[[], Any] | None = None,
+    ) -> dict[str, list[str]]:
+        """Captions of ``wanted[p]`` (in that order) for every perspective, image batch by image batch
+        (``on_batch`` is called after each: the writer renews its claims there).
+
+        Within a batch the shared image prefix is computed once (``captions.backends.prefix``) when the family
+        allows it and ``reuse_prefix`` is on; otherwise each perspective runs ``caption`` (recomputed).
+        """
+        bs = max(1, batch_size or self.batch_size)
+        if self.max_batch:
+            bs = min(bs, self.max_batch)
+        ims = list(images or [])
+        sets = {p: set(v) for p, v in wanted.items()}
+        got: dict[tuple[str, str], str] = {}
+        for s in range(0, len(ims), bs):
+            ids = image_ids[s : s + bs]
+            rows = {p: [k for k, i in enumerate(ids) if i in sets.get(p, ())] for p in specs}
+            rows = {p: r for p, r in rows.items() if r}
+            texts = self._chunk_batch(ims[s : s + bs], {p: specs[p] for p in rows}, rows)
+            for p, r in rows.items():
+                for k, text in zip(r, texts[p], strict=True):
+                    got[(p, ids[k])] = text
+            if on_batch is not None:
+                on_batch()
+        return {p: [got[(p, i)] for i in wanted.get(p, [])] for p in specs}
+
+    def _chunk_batch(
+        self, images: list[Image.Image], specs: dict[str, PerspectiveSpec], rows: dict[str, list[int]]
+    ) -> dict[str, list[str]]:
+        """One image batch: the shared prefix once, or each perspective recomputed; an OOM halves the batch."""
+        try:
+            with device_lock(self._key()[1]):
+                shared = self._prefix_batch(images, specs, rows) if self.reuse_prefix else None
+        except Exception as exc:
+            if not _is_oom(exc) or len(images) == 1:
+                raise
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(images) // 2
+            self.max_batch = half
+            out: dict[str, list[str]] = {p: [] for p in specs}
+            for lo, hi in ((0, half), (half, len(images))):
+                sub = {p: [k - lo for k in r if lo <= k < hi] for p, r in rows.items()}
+                sub = {p: r for p, r in sub.items() if r}
+                part = self._chunk_batch(images[lo:hi], {p: specs[p] for p in sub}, sub)
+                for p in sub:
+                    out[p] += part[p]
+            return out
+        if shared is not None:
+            return shared
+        return {p: self.caption([images[k] for k in r], specs[p]) for p, r in rows.items()}
+
+    def _prefix_batch(
+        self, images: list[Image.Image], specs: dict[str, PerspectiveSpec], rows: dict[str, list[int]]
+    ) -> dict[str, list[str]] | None:
+        """Captions from one shared-prefix pass, or None when this family or these prompts do not share it."""
+        from captions.backends.prefix import PREFIX_FAMILIES, caption_with_prefix, plan_prefix
+
+        processor, model = self.load()
+        if len(specs) < 2 or getattr(model.config, "model_type", "") not in PREFIX_FAMILIES:
+            return None
+        encodings = {p: self._encode(processor, images, spec.prompt) for p, spec in specs.items()}
+        plan = plan_prefix(encodings, image_token_ids(model.config, processor))
+        if plan is None:
+            return None
+        tok = processor.tokenizer
+        kwargs = {p: spec.generate_kwargs() for p, spec in specs.items()}
+        new = caption_with_prefix(model, plan, rows, kwargs, tok.pad_token_id)
+        return {
+            p: [clean_caption(t) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+            for p, ids in new.items()
+        }
+
+
+def image_token_ids(config: Any, processor: Any) -> set[int]:
+    """The ids of the tokens a family's processor expands the image into (config and processor agree)."""
+    out = set()
+    for owner, names in (
+        (config, ("image_token_id", "image_token_index")),
+        (processor, ("image_token_id",)),
+    ):
+        for name in names:
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and value >= 0:
+                out.add(value)
+    return out

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captions.backends import check_model_dir, clean_caption, model_captioner_name, model_dir_fingerprint
+from captions.vlm_families import check_vlm_family
 from differ_common.errors import ConfigError, DifferError
 
 if TYPE_CHECKING:
@@ -40,6 +42,19 @@ def sampling_kwargs(spec: PerspectiveSpec) -> dict[str, Any]:
     )
 
 
+def render_prompt(processor: Any, prompt: str) -> str:
+    """The text vLLM receives for one perspective: the model's own chat template with the image placeholder
+    before the question. vLLM tokenizes it with the tokenizer's special tokens, so a BOS the template writes
+    itself is dropped here (else the prompt would start with two)."""
+    conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+    tok = getattr(processor, "tokenizer", processor)
+    bos = tok.bos_token
+    if bos and text.startswith(bos) and tok("x").input_ids[:1] == [tok.bos_token_id]:
+        text = text[len(bos) :]
+    return text
+
+
 def build_requests(
     processor: Any,
     images: list[Any],
@@ -49,10 +64,7 @@ def build_requests(
 ) -> list[tuple[str, int, dict[str, Any]]]:
     """``(perspective, image index, request)`` image-major: each image's pending perspectives are adjacent, and
     every prompt starts with the image, so they share the image prefix in the cache."""
-    texts = {}
-    for p, spec in specs.items():
-        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": spec.prompt}]}]
-        texts[p] = processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+    texts = {p: render_prompt(processor, spec.prompt) for p, spec in specs.items()}
     sets = {p: set(v) for p, v in wanted.items()}
     out = []
     for k, (img_id, im) in enumerate(zip(image_ids, images, strict=True)):
@@ -74,6 +86,7 @@ class VLLMCaptioner:
                 f'captioner vllm:{model_dir} needs vLLM: pip install -e ".[vllm]" (GPU), or use hf:{model_dir}'
             )
         self.path: Path = check_model_dir(f"vllm:{model_dir}", model_dir, kind="vlm")
+        self.family = check_vlm_family(self.path, f"vllm:{model_dir}", trust_remote_code)
         self.trust_remote_code = trust_remote_code
         self.engine_kwargs = engine_kwargs
         self.name = model_captioner_name("vllm", self.path)
@@ -121,8 +134,11 @@ class VLLMCaptioner:
         specs: dict[str, PerspectiveSpec],
         image_ids: list[str],
         wanted: dict[str, list[str]],
+        batch_size: int | None = None,
+        on_batch: Callable[[], Any] | None = None,
     ) -> dict[str, list[str]]:
-        """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call."""
+        """Captions of ``wanted[p]`` (in that order) for every perspective, from one ``generate`` call
+        (``batch_size`` and ``on_batch`` are unused: the engine batches continuously)."""
         from vllm import SamplingParams
 
         processor, llm = self.load()
