@@ -647,9 +647,10 @@ def stage_names_problem(cfg: TrainConfig) -> None:
     for key, value in (("text.encoder", cfg.text.encoder), ("model.pretrained", cfg.model.pretrained)):
         if isinstance(value, str) and value.startswith("pretrain:"):
             raise ConfigError(
-                f"{key}: {value!r} names a pre-training stage, which the pipeline runs (`differ demo`, `differ run`); "
-                f"for `differ train`, run `differ pretrain {value.split(':', 1)[1]}` and pass the files it prints "
-                "(text.encoder=open_clip:<json>@<weights>, model.pretrained=<trunk>)"
+                f"{key}: {value!r} names a pre-trained start, which `differ train`, `differ run` and `differ demo` "
+                "resolve into files (the shipped start in differ_core/starts/, else the workspace's pre-training); "
+                "calling the trainer directly, pass the files instead "
+                "(text.encoder=open_clip:<json>@<weights>, model.pretrained=<weights>)"
             )
 
 

@@ -53,7 +53,7 @@ def test_standalone_training_refuses_an_unresolved_name():
 
     cfg = load_config(resolve_config("synthcc"), [])
     with pytest.raises(
-        ConfigError, match=r"text.encoder: 'pretrain:synthcc_clip' names a pre-training stage"
+        ConfigError, match=r"text.encoder: 'pretrain:synthcc_start' names a pre-trained start"
     ):
         stage_names_problem(cfg)
 
