@@ -13,7 +13,9 @@ TINY_SYNTHCC: dict[str, Any] = {
 
 # (flow name, deployment name) -> parameters of PipelineConfig (the rest take their defaults)
 DEPLOYMENTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("differ-pipeline", "synthcc"): {"encoder": "pretrain:synthcc_start"},  # configs/synthcc.yaml's text tower
+    ("differ-pipeline", "synthcc"): {
+        "encoder": "pretrain:synthcc_start"
+    },  # configs/synthcc.yaml's text tower
     ("differ-pipeline", "synthcc-tiny"): TINY_SYNTHCC,
     ("differ-pipeline", "default"): {},
     ("differ-manifest", "default"): {},

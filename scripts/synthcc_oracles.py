@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build(args.root or tmp, seed=args.seed, size=args.size, **knobs)
         attrs = load_attributes(manifest.attrs["synthcc"]["folder"])
         rows = oracle_table(manifest, attrs, args.trials)
-    print(f"SynthCC {args.size}, seed {args.seed}{' ' + str(knobs) if knobs else ''}: test split, Rank-1 / mAP %")
+    print(
+        f"SynthCC {args.size}, seed {args.seed}{' ' + str(knobs) if knobs else ''}: test split, Rank-1 / mAP %"
+    )
     print("| oracle | " + " | ".join(sorted({r["protocol"] for r in rows})) + " |")
     protos = sorted({r["protocol"] for r in rows})
     print("|---|" + "---|" * len(protos))

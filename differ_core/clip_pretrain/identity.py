@@ -102,8 +102,10 @@ def train_identity(
                "images_per_s": (epoch + 1) * steps * s.P * s.K / elapsed}  # fmt: skip
         history.append(row)
         bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.3f}")
-        log(f"pretrain identity epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.3f}, "
-            f"train ID accuracy {row['id_accuracy']:.3f}")
+        log(
+            f"pretrain identity epoch {epoch + 1}/{s.epochs}: loss {row['loss']:.3f}, "
+            f"train ID accuracy {row['id_accuracy']:.3f}"
+        )
     bar.close()
     trunk.eval()
     return history

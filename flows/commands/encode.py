@@ -57,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     encoder = args.encoder
-    if encoder.startswith("pretrain:"):  # the text tower of a CLIP-style pre-training (shipped, or trained if missing)
+    if encoder.startswith(
+        "pretrain:"
+    ):  # the text tower of a CLIP-style pre-training (shipped, or trained if missing)
         from differ_core.clip_pretrain.shipped import resolve_start
 
         encoder = resolve_start(encoder.split(":", 1)[1].strip(), args.workdir).text_encoder

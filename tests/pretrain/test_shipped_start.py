@@ -104,7 +104,9 @@ def test_shipped_start_is_found_checked_and_loads_as_both_towers(runs, tmp_path)
     folder = _ship(cfg, trained, starts)
     record = json.loads((folder / "start.json").read_text())
     assert set(record["files"]) == {"open_clip_model.safetensors", "tiny-clip.json"}
-    assert record["fingerprint"] == cfg.fingerprint() and torch.__version__.startswith(record["packages"]["torch"])
+    assert record["fingerprint"] == cfg.fingerprint() and torch.__version__.startswith(
+        record["packages"]["torch"]
+    )
     assert record["command"].startswith("differ pretrain tiny_start") and record["cpu"]
     found = find_shipped("tiny_start", cfg, starts)
     assert found is not None and found.weights == folder / "open_clip_model.safetensors"
