@@ -292,6 +292,17 @@ class RunConfig(_Section):
     def _one_tracker(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        from differ_common.errors import ConfigError
+        from differ_common.workspace import safe_name
+
+        try:
+            return safe_name("run", v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
 
 class TrainConfig(_Section):
     """The whole training run; ``model_dump(mode='json')`` round-trips through YAML."""
