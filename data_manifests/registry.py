@@ -15,7 +15,7 @@ from differ_common.errors import ConfigError, DataError
 from differ_common.registry import Registry
 
 _REAL_OPTIONS = ("on_bad_image",)
-SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
+SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers", "regenerate")
 
 
 @dataclass(frozen=True)
