@@ -76,18 +76,35 @@ def part_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.glob("part-*.parquet") if not p.name.startswith("."))
 
 
+def _read_table(files: list[Path], cols: list[str]) -> pa.Table | None:
+    import pyarrow.dataset as pads
+
+    if not files:
+        return None
+    return pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table(
+        columns=cols
+    )
+
+
 def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
     """Every row of a perspective folder (``perspective`` as a plain string column)."""
     import pandas as pd
-    import pyarrow.dataset as pads
 
     files = part_files(folder)
     cols = list(columns or COLUMNS)
-    if not files:
+    try:
+        table = _read_table(files, cols)
+    except Exception:  # noqa: BLE001 - a damaged part: move it aside (its rows are recaptioned), read the rest
+        from differ_common.quarantine import quarantine_damaged
+
+        folder = Path(folder)
+        rerun = (
+            f"differ caption --dataset {folder.parent.name} --perspectives {folder.name.split('=', 1)[-1]}"
+        )
+        files = quarantine_damaged(files, folder.parent, rerun)
+        table = _read_table(files, cols)
+    if table is None:
         return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
-    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table(
-        columns=cols
-    )
     df = table.to_pandas()
     for c in NEW_COLUMNS:
         if c in df.columns:

@@ -151,7 +151,13 @@ def compact_parts(folder: Path, threshold: int = 256) -> int:
     files = part_files(folder)
     if len(files) <= max(threshold, 1):
         return 0
-    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table()
+    try:
+        table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table()
+    except Exception:  # noqa: BLE001 - a damaged part: moved aside by the reader, the rest merged next time
+        from captions.table import read_parts
+
+        read_parts(folder, ["image_id"])
+        return 0
     table = table.sort_by([("created_at", "ascending"), ("image_id", "ascending")])
     write_table_atomic(table, folder / _part_name())
     for f in files:
