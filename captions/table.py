@@ -114,14 +114,30 @@ def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> p
     return df
 
 
-def read_current_json(workdir: str | os.PathLike | None, dataset: str) -> dict[str, Any]:
+def read_current_json(
+    workdir: str | os.PathLike | None, dataset: str, set_aside: bool = False
+) -> dict[str, Any]:
+    """``_current.json`` (``{}`` when absent). A damaged one is a DataError naming the fix, or with ``set_aside``
+    (the caption writer, which records its perspectives again) moved to ``_quarantine/`` with one line."""
     path = Workspace.at(workdir).captions_current(dataset)
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return data
     except ValueError as exc:
-        raise DataError(f"{path}: unreadable ({exc}); rerun `differ caption --dataset {dataset}`") from exc
+        why = str(exc).splitlines()[0] if str(exc) else "not JSON"
+        if set_aside:
+            from differ_common.quarantine import quarantine
+
+            quarantine(path, path.parent, why, f"differ caption --dataset {dataset}")
+            return {}
+        raise DataError(
+            f"{path}: damaged ({why}); `differ caption --dataset {dataset} --perspectives <those you use>` sets it "
+            "aside and records them again from the caption parts, which are kept (nothing is captioned twice)"
+        ) from None
 
 
 def image_shas(manifest: pd.DataFrame) -> dict[str, str]:

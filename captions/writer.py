@@ -611,7 +611,7 @@ def _update_current(
         totals[p] = len(cur)
         entries[p] = {**key, "prompt": specs[p].prompt, "fingerprint": fps[p], "n_rows": totals[p]}
     with stage_lock(ws.locks() / f"captions-{dataset}-current.lock", lock_timeout, f"captioning {dataset}"):
-        current = read_current_json(ws.root, dataset)
+        current = read_current_json(ws.root, dataset, set_aside=True)
         current.update(entries)
         write_json_atomic(ws.captions_current(dataset), current)
     return fps, totals
