@@ -295,6 +295,7 @@ def prepare_job(
     for p in wanted:
         clean_stale_temps(ws.perspective_dir(dataset, p))
     claims = Claims(ws.locks() / "caption-claims" / dataset, lease_s=lease_s)  # plan time: before reading
+    claims.sweep_stale()  # claims of killed workers (their rows are read below, the blocks planned again)
     return _plan(ws, dataset, wanted, specs, target, cap, chunk_size), cap, claims
 
 
