@@ -33,6 +33,13 @@ def test_a_second_writer_of_one_run_is_refused_in_one_line_naming_the_holder(
     proc.wait(timeout=30)
     assert (train(cfg) / "config.yaml").is_file()  # a killed holder never blocks the next writer
 
+    from differ_core.evaluation.runner import evaluate_run
+
+    other_process_holds(lock)  # an evaluation writes into the run folder too: not while another writer holds it
+    with pytest.raises(TransientError, match="is held by"):
+        evaluate_run(run_dir, progress=False)
+    assert not (run_dir / "metrics.json").exists()
+
 
 def test_the_run_lock_is_one_per_folder(toy_rel, tmp_path):
     held = hold_run_lock(tmp_path / "a", toy_rel["work"])
