@@ -321,9 +321,8 @@ class Trainer:
         workdir = resolve_workdir(cfg.data.workdir)
         if self.main:  # one writer per run folder: a second `differ train` of this run refuses in one line
             self.run_lock = hold_run_lock(self.run_dir, workdir)
-            clean_stale_temps(
-                self.run_dir
-            )  # a killed writer's partial checkpoint (only the lock holder writes)
+            # a killed writer's partial checkpoint: only the lock holder writes here
+            clean_stale_temps(self.run_dir)
         self.config_changes = check_run_folder(self.run_dir, cfg, self.resume_anyway)
         if self.main:
             self.created_run_dir = not self.run_dir.exists()
