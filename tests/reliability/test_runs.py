@@ -35,9 +35,8 @@ def test_a_second_writer_of_one_run_is_refused_in_one_line_naming_the_holder(
 
     from differ_core.evaluation.runner import evaluate_run
 
-    other_process_holds(
-        lock
-    )  # an evaluation writes into the run folder too: not while another writer holds it
+    # an evaluation writes into the run folder too: not while another writer holds it
+    other_process_holds(lock)
     with pytest.raises(TransientError, match="is held by"):
         evaluate_run(run_dir, progress=False)
     assert not (run_dir / "metrics.json").exists()
