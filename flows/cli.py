@@ -51,7 +51,7 @@ def check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} {value}: give a whole number >= 1")
+            raise ConfigError(f"{flag} must be >= 1 (got {value}); give a whole number of at least 1")
 
 
 def main(argv: list[str] | None = None) -> int:
