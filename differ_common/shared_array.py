@@ -119,9 +119,9 @@ def sweep_dead_temps(path: Path, lock_file: str | os.PathLike, log: Callable[[st
     removed, freed = 0, 0
     for tmp in path.parent.glob(".tmp-*.npy.*"):
         target_stem = tmp.name[len(".tmp-") :].split(".npy.", 1)[0]
-        lock = FileLock(str(lock_file.with_name(f"{prefix}{target_stem}.lock")))
+        probe = FileLock(str(lock_file.with_name(f"{prefix}{target_stem}.lock")))
         try:
-            lock.acquire(timeout=0)
+            probe.acquire(timeout=0)
         except Timeout:
             continue  # its writer is alive
         try:
@@ -130,7 +130,7 @@ def sweep_dead_temps(path: Path, lock_file: str | os.PathLike, log: Callable[[st
                 tmp.unlink()
                 removed, freed = removed + 1, freed + size
         finally:
-            lock.release()
+            probe.release()
     if removed:
         log(
             f"removed {removed} partial file(s) ({freed / 2**20:.0f} MiB) left by a killed writer in {path.parent}"
