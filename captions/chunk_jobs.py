@@ -69,6 +69,7 @@ def plan_job(
             "block": c.block,
             "image_ids": c.image_ids,
             "paths": [paths[i] for i in c.image_ids],
+            "shas": [job.shas.get(i, "") for i in c.image_ids],  # what each image is (its rows record it)
             "missing": c.missing,
         }
         for c in job.chunks
@@ -120,7 +121,8 @@ def caption_chunk(
         job["dataset"], cap.name, cap.fingerprint, {}, dict.fromkeys(wanted, 0), {}, {},
         dict.fromkeys(wanted, 0.0), dict.fromkeys(wanted, 0),
     )  # fmt: skip
-    todo = Job(job["dataset"], wanted, {p: specs[p] for p in wanted}, keys, job["groups"], [], report)
+    shas = dict(zip(chunk["image_ids"], chunk.get("shas") or [""] * len(chunk["image_ids"]), strict=True))
+    todo = Job(job["dataset"], wanted, {p: specs[p] for p in wanted}, keys, job["groups"], [], report, shas)
     block = Chunk(chunk["block"], chunk["image_ids"], chunk["missing"])
     paths = dict(zip(chunk["image_ids"], chunk["paths"], strict=True))
     claims = Claims(ws.locks() / "caption-claims" / job["dataset"], job["lease_s"], job["since"])

@@ -145,6 +145,22 @@ class Claims:
             return "mine"
         return "held"
 
+    def sweep_stale(self) -> int:
+        """Remove every stale claim (a dead owner's on this host, or an expired lease) under the root, as
+        :meth:`acquire` would break it: a killed worker leaves nothing behind once its rows are written.
+        Returns how many were removed."""
+        n = 0
+        for claim in self.root.glob("*/*.claim") if self.root.is_dir() else []:
+            if self._stale(claim):
+                try:
+                    os.replace(claim, claim.with_name(f".{claim.name}.broken-{uuid.uuid4().hex[:8]}"))
+                except FileNotFoundError:
+                    continue
+                for f in claim.parent.glob(f".{claim.name}.broken-*"):
+                    f.unlink(missing_ok=True)
+                n += 1
+        return n
+
     def holder(self, group: str, block: str) -> str:
         """The owner (host:pid) named in a block's claim file, or "" when there is none."""
         try:

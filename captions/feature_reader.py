@@ -60,20 +60,41 @@ def committed_shards(
     return paths, int(meta["dim"])
 
 
+def read_shards(paths: list[Path], columns: list[str], workdir: str | Path | None, dataset: str,
+                encoder: str) -> list[Any]:  # fmt: skip
+    """The ``columns`` of each committed shard (pyarrow tables); a damaged shard is quarantined and a DataError
+    names the command that recomputes its rows."""
+    import pyarrow.parquet as pq
+
+    from differ_common.quarantine import parquet_problem, quarantine
+
+    try:
+        return [pq.read_table(p, columns=columns) for p in paths]
+    except Exception:  # noqa: BLE001 - find the damaged shard(s); their rows are encoded again by `differ encode`
+        pass
+    rerun = f"differ encode --dataset {dataset} --encoder {encoder}"
+    root = Workspace.at(workdir).features_dir(dataset, encoder)
+    bad = [(p, why) for p in paths if (why := parquet_problem(p, columns)) is not None]
+    for p, why in bad:
+        quarantine(p, root, why, rerun)
+    raise DataError(
+        f"{root}: {len(bad)} damaged feature shard(s) (e.g. {bad[0][0].name if bad else '?'}) moved to "
+        f"{root / '_quarantine'}; run `{rerun}` to recompute their rows"
+    )
+
+
 def read_perspective(
     workdir: str | Path | None, dataset: str, encoder: str, perspective: str
 ) -> tuple[Any, np.ndarray]:
     """The committed features of one perspective: (image_id array, float32 ``[n, D]``), newest row per image."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from captions.features import embeddings_of
 
     paths, dim = committed_shards(workdir, dataset, encoder, perspective)
     ids: list[Any] = []
     vecs: list[np.ndarray] = []
-    for path in paths:
-        t = pq.read_table(path, columns=["image_id", "embedding"])
+    for t in read_shards(paths, ["image_id", "embedding"], workdir, dataset, encoder):
         ids.append(t.column("image_id").to_numpy(zero_copy_only=False))
         vecs.append(embeddings_of(t, dim))
     all_ids = np.concatenate(ids) if ids else np.array([], dtype=object)
@@ -257,8 +278,8 @@ def open_perspective(
     ws = Workspace.at(workdir)
     key = feature_cache_key(shards, perspective, dim, dtype)
     path = ws.feature_cache_dir(dataset, encoder) / f"{perspective}-{dtype}-{key[:16]}.npy"
-    shard_ids = [pq.read_table(p, columns=["image_id"]).column("image_id").to_numpy(zero_copy_only=False)
-                 for p in shards]  # fmt: skip
+    shard_ids = [t.column("image_id").to_numpy(zero_copy_only=False)
+                 for t in read_shards(shards, ["image_id"], workdir, dataset, encoder)]  # fmt: skip
     all_ids = np.concatenate(shard_ids) if shard_ids else np.array([], dtype=object)
     keep = ~pd.Index(all_ids).duplicated(keep="last")
     ids = [str(i) for i in all_ids[keep]]

@@ -214,14 +214,25 @@ class _PerspectiveStore:
         self.folder = folder
         self.perspective = perspective
         clean_stale_temps(folder)
-        self.files = sorted(folder.glob(f"{SHARD_PREFIX}*.parquet")) + sorted(
+        files = sorted(folder.glob(f"{SHARD_PREFIX}*.parquet")) + sorted(
             folder.glob(f"{PENDING_PREFIX}*.parquet")
         )
+        tables = []
+        for f in files:
+            try:
+                tables.append((f, pq.read_table(f, columns=["image_id", "caption_sha"]), pq.read_schema(f)))
+            except Exception as exc:  # noqa: BLE001 - damaged: moved aside, its rows are encoded again now
+                from differ_common.quarantine import quarantine
+
+                why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                encoder = read_meta(folder.parent).get("encoder", "<encoder>")
+                quarantine(f, folder.parent, why, f"differ encode --dataset {folder.parent.parent.name} "
+                           f"--encoder {encoder}")  # fmt: skip
+        self.files = [f for f, _, _ in tables]
         frames = []
         self.dims: set[int] = set()
-        for i, f in enumerate(self.files):
-            t = pq.read_table(f, columns=["image_id", "caption_sha"])
-            emb_type = pq.read_schema(f).field("embedding").type
+        for i, (_f, t, schema) in enumerate(tables):
+            emb_type = schema.field("embedding").type
             self.dims.add(int(getattr(emb_type, "list_size", -1)))
             frames.append(
                 pd.DataFrame({"image_id": t.column(0).to_pylist(), "caption_sha": t.column(1).to_pylist()})
@@ -543,7 +554,18 @@ def feature_status(workdir: str | Path | None, dataset: str, encoder: str = "min
         for name in meta.get("perspectives", {}).get(p, {}).get("shards", []):
             f = ws.feature_perspective_dir(dataset, encoder, p) / name
             if f.is_file():
-                t = pq.read_table(f, columns=["image_id", "caption_sha"])
+                try:
+                    t = pq.read_table(f, columns=["image_id", "caption_sha"])
+                except Exception as exc:  # noqa: BLE001 - damaged: moved aside, its rows count as missing
+                    from differ_common.quarantine import quarantine
+
+                    quarantine(
+                        f,
+                        folder,
+                        f"{type(exc).__name__}",
+                        f"differ encode --dataset {dataset} --encoder {encoder}",
+                    )
+                    continue
                 have.update(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
         ok = len(cur_keys & have)
         rows.append(

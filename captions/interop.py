@@ -115,23 +115,15 @@ def locate_release(src: str | Path, name: str | None = None) -> tuple[Path, Path
 
 def read_npz(path: Path, n_perspectives: int) -> tuple[np.ndarray, list[str]]:
     """Validated (data [N, P, D] float32, keys) from a release npz; DataError names the file and the layout."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = list(z.files)
-            if "data" not in files or "metadata" not in files:
-                raise DataError(f"{path}: expected {_NPZ_EXPECT}; found keys {files}")
-            data = z["data"]
-            try:
-                meta = z["metadata"]
-            except ValueError:  # an object array of strings (as the release stores it) needs pickle
-                with np.load(path, allow_pickle=True) as z2:
-                    meta = z2["metadata"]
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip/format errors of any kind
-        raise DataError(
-            f"{path}: not a readable .npz ({type(exc).__name__}: {exc}); expected {_NPZ_EXPECT}"
-        ) from exc
+    from differ_common.plain_npz import load_plain_npz
+
+    try:  # plain arrays only: the keys' object array is read without running any code from the file
+        z = load_plain_npz(path)
+    except DataError as exc:
+        raise DataError(f"{exc}; expected {_NPZ_EXPECT}") from None
+    if "data" not in z or "metadata" not in z:
+        raise DataError(f"{path}: expected {_NPZ_EXPECT}; found keys {sorted(z)}")
+    data, meta = z["data"], z["metadata"]
     if data.ndim != 2 or not np.issubdtype(data.dtype, np.number):
         raise DataError(f"{path}: 'data' has shape {data.shape} dtype {data.dtype}; expected {_NPZ_EXPECT}")
     if meta.ndim != 1 or len(meta) == 0:

@@ -2,8 +2,9 @@
 
 ``W/captions/<ds>/perspective=<p>/part-*.parquet`` hold every row ever generated (append-only). The current
 rows of a perspective are those whose ``prompt_id``, ``captioner`` and ``model_fingerprint`` match
-``_current.json`` (written by the caption writer); error rows never count, and the newest row wins when an
-image has several.
+``_current.json`` (written by the caption writer) and whose ``image_sha`` is the manifest's (the image's bytes:
+a row of other pixels under the same name is stale; rows written before the column existed, or of a manifest
+without it, are taken as they are); error rows never count, and the newest row wins when an image has several.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "worker",
     "device",
+    "image_sha",
 )
-NEW_COLUMNS = ("worker", "device")  # absent from parts written before workers existed: read as ""
+NEW_COLUMNS = ("worker", "device", "image_sha")  # absent from parts written before they existed: read as ""
 KEY_COLUMNS = ("prompt_id", "captioner", "model_fingerprint")
 
 
@@ -61,6 +63,7 @@ def part_schema() -> pa.Schema:
             ("error", pa.string()),
             ("worker", pa.string()),  # host:pid of the process that generated the row
             ("device", pa.string()),  # cpu, cuda:3 ... (physical GPU ids)
+            ("image_sha", pa.string()),  # the manifest's image_sha of the captioned image ("" = unknown)
         ]
     )
 
@@ -73,18 +76,35 @@ def part_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.glob("part-*.parquet") if not p.name.startswith("."))
 
 
+def _read_table(files: list[Path], cols: list[str]) -> pa.Table | None:
+    import pyarrow.dataset as pads
+
+    if not files:
+        return None
+    return pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table(
+        columns=cols
+    )
+
+
 def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
     """Every row of a perspective folder (``perspective`` as a plain string column)."""
     import pandas as pd
-    import pyarrow.dataset as pads
 
     files = part_files(folder)
     cols = list(columns or COLUMNS)
-    if not files:
+    try:
+        table = _read_table(files, cols)
+    except Exception:  # noqa: BLE001 - a damaged part: move it aside (its rows are recaptioned), read the rest
+        from differ_common.quarantine import quarantine_damaged
+
+        folder = Path(folder)
+        rerun = (
+            f"differ caption --dataset {folder.parent.name} --perspectives {folder.name.split('=', 1)[-1]}"
+        )
+        files = quarantine_damaged(files, folder.parent, rerun)
+        table = _read_table(files, cols)
+    if table is None:
         return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
-    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table(
-        columns=cols
-    )
     df = table.to_pandas()
     for c in NEW_COLUMNS:
         if c in df.columns:
@@ -94,22 +114,50 @@ def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> p
     return df
 
 
-def read_current_json(workdir: str | os.PathLike | None, dataset: str) -> dict[str, Any]:
+def read_current_json(
+    workdir: str | os.PathLike | None, dataset: str, set_aside: bool = False
+) -> dict[str, Any]:
+    """``_current.json`` (``{}`` when absent). A damaged one is a DataError naming the fix, or with ``set_aside``
+    (the caption writer, which records its perspectives again) moved to ``_quarantine/`` with one line."""
     path = Workspace.at(workdir).captions_current(dataset)
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return data
     except ValueError as exc:
-        raise DataError(f"{path}: unreadable ({exc}); rerun `differ caption --dataset {dataset}`") from exc
+        why = str(exc).splitlines()[0] if str(exc) else "not JSON"
+        if set_aside:
+            from differ_common.quarantine import quarantine
+
+            quarantine(path, path.parent, why, f"differ caption --dataset {dataset}")
+            return {}
+        raise DataError(
+            f"{path}: damaged ({why}); `differ caption --dataset {dataset} --perspectives <those you use>` sets it "
+            "aside and records them again from the caption parts, which are kept (nothing is captioned twice)"
+        ) from None
 
 
-def current_rows(rows: pd.DataFrame, key: dict[str, Any]) -> pd.DataFrame:
-    """Rows matching ``key`` (prompt_id, captioner[, model_fingerprint]), no error rows, newest per image."""
+def image_shas(manifest: pd.DataFrame) -> dict[str, str]:
+    """``{image_id: image_sha}`` of a manifest's rows that record one (empty for a manifest without the column)."""
+    if "image_sha" not in manifest.columns:
+        return {}
+    known = manifest["image_sha"].notna()
+    return dict(zip(manifest.loc[known, "image_id"], manifest.loc[known, "image_sha"], strict=True))
+
+
+def current_rows(rows: pd.DataFrame, key: dict[str, Any], shas: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rows matching ``key`` (prompt_id, captioner[, model_fingerprint]), no error rows, newest per image; with
+    ``shas`` (:func:`image_shas`) a row recorded for other bytes of its image is not current."""
     mask = rows["flag"].ne("error")
     for k in KEY_COLUMNS:
         if key.get(k) is not None:
             mask &= rows[k].eq(key[k])
+    if shas and "image_sha" in rows.columns:
+        expected = rows["image_id"].map(shas).fillna("")
+        mask &= rows["image_sha"].eq("") | expected.eq("") | rows["image_sha"].eq(expected)
     sub = rows[mask]
     if "created_at" in sub.columns:
         sub = sub.sort_values("created_at", kind="stable")
@@ -151,7 +199,7 @@ def read_current_captions(
     order = pd.Index(manifest["image_id"].astype(object))
     frames = []
     for p in wanted:
-        cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), current[p])
+        cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), current[p], image_shas(manifest))
         pos = order.get_indexer(cur["image_id"].astype(object))  # -1: no longer in the manifest
         cur = cur[pos >= 0].copy()
         cur["_order"] = pos[pos >= 0]
@@ -177,7 +225,7 @@ def caption_status(
     targets: str = "auto",
     every_k: int = 8,
 ) -> pd.DataFrame:
-    """Per perspective: rows current / stale (other prompt or model) / missing among ``split``'s caption
+    """Per perspective: rows current / stale (other prompt, model or image bytes) / missing among ``split``'s caption
     targets (``captions.targets``), flagged and error rows, the recorded prompt_id and whether the prompts file
     (``prompts``, default packaged) changed it."""
     import pandas as pd
@@ -190,14 +238,16 @@ def caption_status(
     manifest = load_manifest(ws.root, dataset)
     rows_of_split = manifest.loc[manifest["split"] == split]
     target = set(caption_target_rows(rows_of_split, targets, every_k, dataset)["image_id"])
+    shas = image_shas(manifest)
     current = read_current_json(ws.root, dataset)
     specs = load_prompts(prompts)
     records = []
     for p in PERSPECTIVES:
-        rows = read_parts(ws.perspective_dir(dataset, p), ["image_id", *KEY_COLUMNS, "created_at", "flag"])
+        cols = ["image_id", *KEY_COLUMNS, "created_at", "flag", "image_sha"]
+        rows = read_parts(ws.perspective_dir(dataset, p), cols)
         rows = rows[rows["image_id"].isin(target)]
         entry = current.get(p)
-        cur = current_rows(rows, entry) if entry else rows.iloc[0:0]
+        cur = current_rows(rows, entry, shas) if entry else rows.iloc[0:0]
         have = set(cur["image_id"])
         others = rows[~rows["image_id"].isin(have) & rows["flag"].ne("error")]
         records.append(

@@ -210,7 +210,12 @@ def _worker(plan_file: str, index: int, label: str, threads: int) -> int:
     while not go.exists():
         time.sleep(0.02)
     chunks = [Chunk(c["block"], c["image_ids"], c["missing"]) for c in plan["chunks"]]
-    job = Job(plan["dataset"], wanted, {p: specs[p] for p in wanted}, keys, plan["groups"], chunks, report)
+    from captions.table import image_shas
+
+    shas = image_shas(manifest)  # the plan's manifest: what each image is (its rows record it)
+    job = Job(
+        plan["dataset"], wanted, {p: specs[p] for p in wanted}, keys, plan["groups"], chunks, report, shas
+    )
     claims = Claims(ws.locks() / "caption-claims" / plan["dataset"], plan["lease_s"], plan["since"])
     status = 0
     try:

@@ -151,7 +151,13 @@ def compact_parts(folder: Path, threshold: int = 256) -> int:
     files = part_files(folder)
     if len(files) <= max(threshold, 1):
         return 0
-    table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table()
+    try:
+        table = pads.dataset([str(f) for f in files], format="parquet", schema=part_schema()).to_table()
+    except Exception:  # noqa: BLE001 - a damaged part: moved aside by the reader, the rest merged next time
+        from captions.table import read_parts
+
+        read_parts(folder, ["image_id"])
+        return 0
     table = table.sort_by([("created_at", "ascending"), ("image_id", "ascending")])
     write_table_atomic(table, folder / _part_name())
     for f in files:
@@ -289,6 +295,7 @@ def prepare_job(
     for p in wanted:
         clean_stale_temps(ws.perspective_dir(dataset, p))
     claims = Claims(ws.locks() / "caption-claims" / dataset, lease_s=lease_s)  # plan time: before reading
+    claims.sweep_stale()  # claims of killed workers (their rows are read below, the blocks planned again)
     return _plan(ws, dataset, wanted, specs, target, cap, chunk_size), cap, claims
 
 
@@ -330,6 +337,9 @@ class Job:
     groups: dict[str, str]
     chunks: list[Chunk]
     report: CaptionReport
+    shas: dict[str, str] = field(
+        default_factory=dict
+    )  # image_id -> the manifest's image_sha (what was captioned)
 
 
 def _plan(
@@ -341,8 +351,9 @@ def _plan(
     cap: Captioner,
     chunk_size: int | None,
 ) -> Job:
-    from captions.table import current_rows, read_parts
+    from captions.table import current_rows, image_shas, read_parts
 
+    shas = image_shas(target)
     keys = {
         p: {"prompt_id": specs[p].prompt_id, "captioner": cap.name, "model_fingerprint": cap.fingerprint}
         for p in wanted
@@ -353,9 +364,9 @@ def _plan(
     for p in wanted:
         rows = read_parts(
             ws.perspective_dir(dataset, p),
-            ["image_id", "prompt_id", "captioner", "model_fingerprint", "created_at", "flag"],
+            ["image_id", "prompt_id", "captioner", "model_fingerprint", "created_at", "flag", "image_sha"],
         )
-        have = set(current_rows(rows, keys[p])["image_id"])
+        have = set(current_rows(rows, keys[p], shas)["image_id"])
         missing[p] = {i for i in ids if i not in have}
         reused[p] = len(ids) - len(missing[p])
     report = CaptionReport(
@@ -378,6 +389,7 @@ def _plan(
         groups,
         plan_chunks(ids, missing, chunk_size or auto_chunk_size(len(ids))),
         report,
+        shas,
     )
 
 
@@ -543,11 +555,20 @@ def _caption_chunk(
         for i, text in zip(good, captions, strict=True):
             flag = flag_caption(text, spec.prompt)
             report.flagged[p] += bool(flag)
-            rows.append({**base, "image_id": i, "caption": text, "seconds": per, "flag": flag, "error": ""})
+            rows.append({**base, "image_id": i, "caption": text, "seconds": per, "flag": flag, "error": "",
+                         "image_sha": job.shas.get(i, "")})  # fmt: skip
         for i in chunk.missing[p]:
             if err[i] is not None:
                 rows.append(
-                    {**base, "image_id": i, "caption": "", "seconds": 0.0, "flag": "error", "error": err[i]}
+                    {
+                        **base,
+                        "image_id": i,
+                        "caption": "",
+                        "seconds": 0.0,
+                        "flag": "error",
+                        "error": err[i],
+                        "image_sha": job.shas.get(i, ""),
+                    }  # fmt: skip
                 )
                 if paths[i] not in {e[0] for e in report.errors}:
                     report.errors.append((paths[i], err[i]))
@@ -576,23 +597,24 @@ def _update_current(
     """Record the current key + fingerprint of each perspective in ``_current.json`` (read-modify-write, locked)."""
     import pandas as pd
 
-    from captions.table import current_fingerprint, current_rows, read_current_json, read_parts
+    from captions.table import current_fingerprint, current_rows, image_shas, read_current_json, read_parts
     from data_manifests.schema import load_manifest
     from differ_common.io import stage_lock, write_json_atomic
 
-    in_manifest = pd.Index(load_manifest(ws.root, dataset)["image_id"].astype(object))
+    manifest = load_manifest(ws.root, dataset)
+    in_manifest, shas = pd.Index(manifest["image_id"].astype(object)), image_shas(manifest)
     fps: dict[str, str] = {}
     totals: dict[str, int] = {}
     entries: dict[str, dict[str, Any]] = {}
     for p in wanted:
         key = {"prompt_id": specs[p].prompt_id, "captioner": cap.name, "model_fingerprint": cap.fingerprint}
-        cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), key)
+        cur = current_rows(read_parts(ws.perspective_dir(dataset, p)), key, shas)
         cur = cur[in_manifest.get_indexer(cur["image_id"].astype(object)) >= 0]
         fps[p] = current_fingerprint(cur)
         totals[p] = len(cur)
         entries[p] = {**key, "prompt": specs[p].prompt, "fingerprint": fps[p], "n_rows": totals[p]}
     with stage_lock(ws.locks() / f"captions-{dataset}-current.lock", lock_timeout, f"captioning {dataset}"):
-        current = read_current_json(ws.root, dataset)
+        current = read_current_json(ws.root, dataset, set_aside=True)
         current.update(entries)
         write_json_atomic(ws.captions_current(dataset), current)
     return fps, totals

@@ -15,7 +15,7 @@ from differ_common.errors import ConfigError, DataError
 from differ_common.registry import Registry
 
 _REAL_OPTIONS = ("on_bad_image",)
-SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers")
+SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers", "regenerate")
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,16 @@ def build_manifest(dataset: str, root: str | os.PathLike | None, **options: Any)
     """The validated manifest of ``dataset`` under ``root`` (SynthCC: generated there first, or reused).
 
     Options: ``on_bad_image`` ("error" | "skip"); SynthCC also ``size``, ``seed``, ``num_ids``, ``workers`` and
-    any ``SynthConfig`` knob. ``df.attrs["skipped_images"]`` lists image_ids left out as unreadable.
+    any ``SynthConfig`` knob. ``df.attrs["skipped_images"]`` lists image_ids left out as unreadable. The
+    ``image_sha`` column records what each image is (``data_manifests.content``).
     """
+    from data_manifests.content import content_hashes
+
     info = dataset_info(dataset)
-    return info.build(root, **_check_options(info, options))
+    df = info.build(root, **_check_options(info, options))
+    if "path" in df.columns:  # captions go stale when the pixels change
+        df["image_sha"] = content_hashes(df["path"].tolist())
+    return df
 
 
 @dataclass

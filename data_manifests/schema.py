@@ -24,7 +24,10 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "clothes_key": "str",  # outfit key as parsed (e.g. LTCC ``12_3``)
     "track_id": "str",  # video: tracklet path (e.g. CCVID ``session1/001_01``); null for images
     "frame": "Int64",  # video: 0-based frame index inside the tracklet (sorted file names); null for images
+    "image_sha": "str",  # sha256[:16] of the image file's bytes (data_manifests.content); null: not recorded
 }
+# columns a manifest written before they existed lacks: read as null
+OPTIONAL_COLUMNS: tuple[str, ...] = ("image_sha",)
 
 SPLITS: tuple[str, ...] = ("train", "val", "query", "gallery", "query_same", "query_diff")
 QUERY_SPLITS: tuple[str, ...] = ("query", "query_same", "query_diff")
@@ -103,7 +106,7 @@ def validate_manifest(df: pd.DataFrame, source: str | os.PathLike = "manifest") 
     non-negative ids, train pids 0..N-1, one clothes_id per clothes_key, track_id and frame set together.
     """
     source = str(source)
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise _fail(source, f"missing manifest column(s) {missing}; rebuild it with `differ manifest`")
     if df.empty:
@@ -163,4 +166,7 @@ def load_manifest(path_or_workdir: str | os.PathLike, dataset: str | None = None
         df = pd.read_parquet(p)
     except Exception as exc:  # corrupt or not Parquet
         raise DataError(f"{p}: cannot read the manifest ({exc}); rebuild it with `differ manifest`") from exc
+    for col in OPTIONAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), index=df.index, dtype="str")
     return validate_manifest(df, p)

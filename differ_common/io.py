@@ -106,6 +106,53 @@ def stage_lock(lock_file: str | os.PathLike, timeout: float = -1, what: str = "t
         lock.release()
 
 
+class HeldLock:
+    """An exclusive inter-process lock taken by :func:`hold_lock`; :meth:`release` frees it (once)."""
+
+    def __init__(self, lock: Any, holder_file: Path) -> None:
+        self._lock, self._holder_file = lock, holder_file
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._holder_file.unlink()
+        self._lock.release()
+        self._lock = None
+
+
+def lock_holder(lock_file: str | os.PathLike) -> str:
+    """Who holds ``lock_file`` as ``host:pid since <UTC time>`` (from its ``.holder`` file), or ``unknown``."""
+    try:
+        info = json.loads(Path(f"{lock_file}.holder").read_text())
+        return f"{info['host']}:{info['pid']} since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def hold_lock(lock_file: str | os.PathLike, what: str, fix: str) -> HeldLock:
+    """Take ``lock_file`` now, or raise TransientError naming its holder: ``<what> is held by host:pid since T;
+    <fix>``. The lock dies with its process (``fcntl``), so a killed holder never blocks the next one."""
+    import datetime
+    import socket
+
+    from filelock import FileLock, Timeout
+
+    from differ_common.errors import TransientError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TransientError(f"{what} is held by {lock_holder(lock_file)} ({lock_file}); {fix}") from None
+    holder = Path(f"{lock_file}.holder")
+    since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    write_json_atomic(holder, {"host": socket.gethostname(), "pid": os.getpid(), "since": since})
+    return HeldLock(lock, holder)
+
+
 def pid_alive(pid: int) -> bool:
     """Is process ``pid`` of this host running (a zombie, killed but not yet reaped, is not)?"""
     try:

@@ -6,7 +6,8 @@ A shared array is two files: ``<name>.npy`` (a plain NumPy ``.npy``, C order) an
 process builds it under a file lock while the others wait, then every process maps the same file with
 ``np.load(mmap_mode="r")``. The ``.npy`` is written to a ``.tmp-*`` name in row blocks (the writer never holds
 the array) and renamed; the header is written last, so a file without a current header (a killed writer, a
-truncated copy) is rebuilt, with one line saying why. Readers that mapped an old file keep reading it: the
+truncated copy) is rebuilt, with one line saying why. The partial ``.tmp-*`` file of a killed writer is removed by
+the next open of any array of that folder (its target's lock is free), with one line. Readers that mapped an old file keep reading it: the
 rename gives the new file a new inode.
 """
 
@@ -105,6 +106,38 @@ def _write(path: Path, shape: tuple[int, ...], dtype: np.dtype, blocks: Iterable
     return size
 
 
+def sweep_dead_temps(path: Path, lock_file: str | os.PathLike, log: Callable[[str], None] = print) -> int:
+    """Remove the ``.tmp-*`` files that killed writers left in ``path``'s folder: a temporary file of target
+    ``<stem>.npy`` is a leftover when that target's lock (``lock_file`` with ``path``'s stem replaced) is free.
+    Returns how many were removed."""
+    from filelock import FileLock, Timeout
+
+    lock_file = Path(lock_file)
+    if not lock_file.stem.endswith(path.stem):
+        return 0
+    prefix = lock_file.stem[: len(lock_file.stem) - len(path.stem)]
+    removed, freed = 0, 0
+    for tmp in path.parent.glob(".tmp-*.npy.*"):
+        target_stem = tmp.name[len(".tmp-") :].split(".npy.", 1)[0]
+        probe = FileLock(str(lock_file.with_name(f"{prefix}{target_stem}.lock")))
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            continue  # its writer is alive
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed, freed = removed + 1, freed + size
+        finally:
+            probe.release()
+    if removed:
+        log(
+            f"removed {removed} partial file(s) ({freed / 2**20:.0f} MiB) left by a killed writer in {path.parent}"
+        )
+    return removed
+
+
 def open_shared_array(
     path: str | os.PathLike,
     key: str,
@@ -125,6 +158,8 @@ def open_shared_array(
 
     path = Path(path)
     shape = tuple(int(s) for s in shape)
+    if path.parent.is_dir():
+        sweep_dead_temps(path, lock_file, log)
     why = problem(path, key, shape, dtype, meta)
     if why is not None:
         lock = FileLock(str(lock_file))

@@ -31,6 +31,20 @@ def slug(text: str) -> str:
     return s or "default"
 
 
+def safe_name(kind: str, name: str) -> str:
+    """``name`` if it names one entry inside its folder; a ConfigError otherwise (a path separator, ``.``, ``..``,
+    empty), so a run, dataset or perspective name can never lead a write outside ``W/runs``, ``W/captions``, ..."""
+    from differ_common.errors import ConfigError
+
+    text = str(name)
+    if text.strip() in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        raise ConfigError(
+            f"{kind} name {text!r} is not a plain name (it contains a path separator, or is empty, '.' or '..') "
+            f"and would leave its workspace folder; use a name such as {slug(text.replace('..', '')) or 'name'!r}"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -41,18 +55,18 @@ class Workspace:
 
     # manifests
     def manifest(self, dataset: str) -> Path:
-        return self.root / "manifests" / f"{dataset}.parquet"
+        return self.root / "manifests" / f"{safe_name('dataset', dataset)}.parquet"
 
     def attributes(self, dataset: str) -> Path:
         """Ground-truth attribute table (SynthCC) beside the manifest."""
-        return self.root / "manifests" / f"{dataset}.attributes.parquet"
+        return self.root / "manifests" / f"{safe_name('dataset', dataset)}.attributes.parquet"
 
     # captions
     def captions_dir(self, dataset: str) -> Path:
-        return self.root / "captions" / dataset
+        return self.root / "captions" / safe_name("dataset", dataset)
 
     def perspective_dir(self, dataset: str, perspective: str) -> Path:
-        return self.captions_dir(dataset) / f"perspective={perspective}"
+        return self.captions_dir(dataset) / f"perspective={safe_name('perspective', perspective)}"
 
     # The leading "_" keeps these files out of ``pd.read_parquet(captions_dir)`` (pyarrow skips "_"/"." names);
     # a plain ``summaries.parquet`` / ``current.json`` there breaks or pollutes the hive-partitioned read.
@@ -64,10 +78,10 @@ class Workspace:
 
     # features
     def features_dir(self, dataset: str, encoder: str) -> Path:
-        return self.root / "features" / dataset / slug(encoder)
+        return self.root / "features" / safe_name("dataset", dataset) / slug(encoder)
 
     def feature_perspective_dir(self, dataset: str, encoder: str, perspective: str) -> Path:
-        return self.features_dir(dataset, encoder) / f"perspective={perspective}"
+        return self.features_dir(dataset, encoder) / f"perspective={safe_name('perspective', perspective)}"
 
     # caches: decoded images and memory-mapped text features, written once, shared by every rank and run
     def cache_dir(self) -> Path:
@@ -79,7 +93,7 @@ class Workspace:
 
     def feature_cache_dir(self, dataset: str, encoder: str) -> Path:
         """``<perspective>-<dtype>-<key>.npy`` (``[n, D]``) + ``.json`` header per feature perspective."""
-        return self.cache_dir() / "features" / dataset / slug(encoder)
+        return self.cache_dir() / "features" / safe_name("dataset", dataset) / slug(encoder)
 
     def cache_lock(self, name: str) -> Path:
         """The lock held while one process writes cache file ``name``."""
@@ -87,7 +101,7 @@ class Workspace:
 
     # runs
     def run_dir(self, run: str) -> Path:
-        return self.root / "runs" / run
+        return self.root / "runs" / safe_name("run", run)
 
     def run(self, run: str) -> RunLayout:
         """The file layout of run ``run``."""

@@ -29,6 +29,23 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def load_problem(exc: BaseException) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means, in words (never torch's advice to turn the
+    ``weights_only`` safety off)."""
+    import pickle
+
+    if isinstance(exc, EOFError):
+        return "empty or truncated"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "not a torch file, or it holds objects other than tensors and plain values, which are never loaded"
+    if isinstance(exc, RuntimeError) and "zip archive" in str(exc):
+        return "truncated or damaged: not a complete torch archive"
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or type(exc).__name__}"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first[:200]
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``; never arbitrary pickles)."""
     path = Path(path).expanduser()
@@ -37,8 +54,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DifferError(f"{path}: not a loadable checkpoint ({first})") from None
+        raise DifferError(
+            f"{path}: not a loadable checkpoint ({load_problem(exc)}); use a checkpoint written by `differ train` "
+            "(a run restarts from scratch once its damaged last.pt is moved away)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise DifferError(
             f"{path}: not a differ training checkpoint (no '{FORMAT}' format tag); official DIFFER weights are "

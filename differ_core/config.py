@@ -292,6 +292,17 @@ class RunConfig(_Section):
     def _one_tracker(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        from differ_common.errors import ConfigError
+        from differ_common.workspace import safe_name
+
+        try:
+            return safe_name("run", v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
 
 class TrainConfig(_Section):
     """The whole training run; ``model_dump(mode='json')`` round-trips through YAML."""
@@ -349,27 +360,39 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(cur.model_fields) if cur is not None else []
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: key.path: message (allowed keys: ...)``."""
-    lines = []
+def format_validation_error(
+    exc: ValidationError, source: str, overrides: dict[str, str] | None = None
+) -> str:
+    """One line per problem: ``source: key.path: message (allowed keys: ...)``; a key set by a command-line
+    override (``overrides``: dotted key -> its ``key=value``) names that override instead of ``source``."""
+    lines, original = [], source
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not isinstance(p, int))
         dotted = ".".join(str(p) for p in err["loc"]) or "<root>"
+        source = next(
+            (f"override {item!r}" for key, item in (overrides or {}).items()
+             if dotted == key or dotted.startswith(f"{key}.") or key.startswith(f"{dotted}.")),
+            source,
+        )  # fmt: skip
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(TrainConfig, loc[:-1])
             lines.append(f"{source}: unknown key '{dotted}' (allowed keys: {', '.join(allowed)})")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {dotted}: {msg} (got {err.get('input')!r})")
+        source = original
     return "; ".join(lines)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Validate a plain dict; raise ConfigError naming the key and allowed keys/values."""
+def config_from_dict(
+    data: dict[str, Any], source: str = "config", overrides: dict[str, str] | None = None
+) -> TrainConfig:
+    """Validate a plain dict; raise ConfigError naming the key and allowed keys/values (and the command-line
+    override that set it, ``overrides``: dotted key -> ``key=value``)."""
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, overrides)) from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -387,6 +410,23 @@ def _normalise_shorthands(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("losses"), (list, tuple)):
         data = {**data, "losses": {"use": list(data["losses"])}}
     return data
+
+
+def _base_file(including: Path, base: str) -> Path:
+    """A ``base:`` entry: a path relative to the including file, else a config name (``synthcc_tiny``,
+    ``ablations/baseline``: ``differ configs``)."""
+    rel = including.parent / base
+    if rel.exists() or Path(base).expanduser().is_absolute():
+        return rel
+    from differ_core.config_files import resolve_config
+
+    try:
+        return resolve_config(base)
+    except ConfigError:
+        raise ConfigError(
+            f"{including}: base {base!r} is neither a file beside it ({rel}) nor a config name; give a path "
+            "relative to this file or one of `differ configs`"
+        ) from None
 
 
 def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -408,7 +448,7 @@ def read_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         return data
     merged: dict[str, Any] = {}
     for b in [bases] if isinstance(bases, str) else list(bases):
-        merged = _deep_merge(merged, read_yaml_with_bases(path.parent / b, (*_seen, path)))
+        merged = _deep_merge(merged, read_yaml_with_bases(_base_file(path, str(b)), (*_seen, path)))
     return _deep_merge(merged, data)
 
 
@@ -447,4 +487,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Read a training YAML (with ``base:`` overlays), apply ``key=value`` overrides, validate."""
     data = read_yaml_with_bases(path) if path is not None else {}
     data = apply_overrides(data, overrides)
-    return config_from_dict(data, source=str(path) if path is not None else "config")
+    given = {o.split("=", 1)[0].strip(): o for o in overrides or [] if "=" in o}
+    return config_from_dict(data, source=str(path) if path is not None else "config", overrides=given)

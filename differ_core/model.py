@@ -116,9 +116,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - report any unpickling refusal as a user error
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            from differ_core.checkpoint import load_problem
+
             raise ConfigError(
-                f"{path}: cannot be read with torch.load(weights_only=True) ({msg}); save a plain state dict "
+                f"{path}: cannot be read as weights ({load_problem(exc)}); save a plain state dict "
                 "(torch.save(model.state_dict(), f)) or a .safetensors file"
             ) from None
     for key in ("state_dict", "model", "module", "state_dict_ema", "model_state"):

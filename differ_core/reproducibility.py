@@ -111,11 +111,11 @@ def seeds(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- inputs
 def manifest_record(manifest: Any) -> dict[str, Any]:
-    """The manifest's content fingerprint (every column but the absolute ``path``), its dataset folder and,
+    """The manifest's content fingerprint (every column but the absolute ``path`` and ``image_sha``), its dataset folder and,
     for SynthCC, the generator stamp (knobs and seed) it was drawn from."""
     from data_manifests.synthcc.generator import read_stamp
 
-    cols = [c for c in manifest.columns if c != "path"]
+    cols = [c for c in manifest.columns if c not in ("path", "image_sha")]  # bytes may differ across machines
     folders = sorted({p[: len(p) - len(i)].rstrip("/") for p, i in zip(manifest["path"], manifest["image_id"])
                       if str(p).endswith(str(i))})  # fmt: skip
     folder = folders[0] if len(folders) == 1 else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from differ_common.errors import ConfigError, DifferError
-from differ_common.io import write_text_atomic
+from differ_common.io import clean_stale_temps, write_text_atomic
 from differ_common.workspace import RunLayout
 from differ_core.config import TrainConfig
 
@@ -79,6 +80,20 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> dict
     a, b = _flatten(saved), _flatten(requested)
     keys = sorted((set(a) | set(b)) - RESUME_FREE_KEYS)
     return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def hold_run_lock(run_dir: Path, workdir: Path) -> Any:
+    """The lock of one run folder (``W/.locks/runs/<name>-<hash of the path>.lock``), held by its one writer for
+    the whole training; a second process is refused in one line naming the holder."""
+    from differ_common.fingerprint import sha256_text
+    from differ_common.io import hold_lock
+
+    lock = workdir / ".locks" / "runs" / f"{run_dir.name}-{sha256_text(str(run_dir))[:12]}.lock"
+    return hold_lock(
+        lock,
+        f"{run_dir}: this run",
+        "another `differ train` is writing it; wait for it to finish, or give this run another run.name",
+    )
 
 
 def check_run_folder(
@@ -257,6 +272,9 @@ class Trainer:
         self.resume_state: dict[str, Any] | None = None
         self.last_good: Path | None = None
         self.stopped = False
+        self.run_lock: Any = None
+        self.created_run_dir = False
+        self.stepping = False  # set once the first training step starts
 
     def __enter__(self) -> Trainer:
         return self
@@ -279,7 +297,6 @@ class Trainer:
         from differ_core.losses import DifferLoss
         from differ_core.model import build_model, model_mean_std
         from differ_core.optim import build_optimizer, build_scheduler, is_epoch_scheduler
-        from differ_core.reproducibility import record_training
         from differ_core.video_sampling import make_sampler
 
         cfg = self.cfg
@@ -287,7 +304,6 @@ class Trainer:
         if problem:
             raise ConfigError(problem)
         check_trackers(cfg.run.log_with)
-        self.config_changes = check_run_folder(self.run_dir, cfg, self.resume_anyway)
         env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
         self.cpu = cpu = env_cpu or not torch.cuda.is_available()
         project = ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.layout.trackers))
@@ -303,7 +319,13 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // accel.num_processes))
 
         workdir = resolve_workdir(cfg.data.workdir)
+        if self.main:  # one writer per run folder: a second `differ train` of this run refuses in one line
+            self.run_lock = hold_run_lock(self.run_dir, workdir)
+            # a killed writer's partial checkpoint: only the lock holder writes here
+            clean_stale_temps(self.run_dir)
+        self.config_changes = check_run_folder(self.run_dir, cfg, self.resume_anyway)
         if self.main:
+            self.created_run_dir = not self.run_dir.exists()
             self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
         self.say(f"run {self.run_dir} on {self.world} process(es), device {self.device.type}, "
                  f"amp {accel.mixed_precision}")  # fmt: skip
@@ -343,6 +365,16 @@ class Trainer:
         self.epoch_scheduler = is_epoch_scheduler(self.scheduler)
         self.criterion = DifferLoss(cfg.losses, cfg.text.non_bio)
         self.ignore_camera = int(np.unique(data.camids.numpy()).size) <= 1
+
+    # ---- the run's own files
+    def record(self) -> None:
+        """``config.yaml`` (once, never rewritten), ``config.resumed-<n>.yaml`` and ``reproduce.json``: written
+        only after the set-up and the resume succeeded, so a failed start changes nothing of the run."""
+        from differ_common.workspace import resolve_workdir
+        from differ_core.reproducibility import record_training
+
+        cfg, data, accel = self.cfg, self.data, self.accel
+        workdir = resolve_workdir(cfg.data.workdir)
         if self.main:  # written once, when the set-up has succeeded, and never rewritten
             if not self.layout.config.exists():
                 write_text_atomic(self.layout.config, cfg.to_yaml())
@@ -419,21 +451,28 @@ class Trainer:
                         desc="train", dynamic_ncols=True)  # fmt: skip
 
     def close(self, ok: bool) -> None:
-        """Close the bar, the debug file and the trackers; a normal end also ends accelerate's training."""
-        if self.bar is not None:
-            self.bar.close()
-        if self.debug_fh is not None:
-            self.debug_fh.close()
-            self.debug_fh = None
-        if self.accel is None:
-            return
-        if ok:
-            self.accel.wait_for_everyone()
-            self.accel.end_training()  # finishes the trackers
-        else:  # no process-group teardown here: other ranks may still be inside a collective
-            for tracker in self.accel.trackers:
-                tracker.finish()
-        self.accel.trackers = []
+        """Close the bar, the debug file and the trackers; a normal end also ends accelerate's training. A start
+        that failed before its first step removes the run folder it created; the run lock is released last."""
+        try:
+            if self.bar is not None:
+                self.bar.close()
+            if self.debug_fh is not None:
+                self.debug_fh.close()
+                self.debug_fh = None
+            if self.accel is None:
+                return
+            if ok:
+                self.accel.wait_for_everyone()
+                self.accel.end_training()  # finishes the trackers
+            else:  # no process-group teardown here: other ranks may still be inside a collective
+                for tracker in self.accel.trackers:
+                    tracker.finish()
+            self.accel.trackers = []
+        finally:
+            if not ok and self.created_run_dir and not self.stepping:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.run_lock is not None:
+                self.run_lock.release()
 
     # ---- checkpoints
     def payload(self, epoch_done: int, with_state: bool) -> dict[str, Any]:
@@ -490,11 +529,13 @@ class Trainer:
         """Run every step in order; returns the run folder."""
         self.set_up()
         self.resume()
+        self.record()
         self.prepare()
         self.open_logs()
         if self.step >= self.total_steps:
             self.say(f"already complete ({self.step} of {self.total_steps} steps)")
         self.t_last, self.n_imgs = time.perf_counter(), 0
+        self.stepping = True
         for epoch in range(self.step // self.spe, self.cfg.schedule.epochs):
             self.run_epoch(epoch)
             if self.stopped:

@@ -89,7 +89,10 @@ def caption_threads(cfg: PipelineConfig) -> int:
 def caption_step(ctx: Context, runner: Any) -> None:
     """Plan, caption the chunks over ``runner``, finish each perspective; records ``caption/<p>`` per perspective
     (and ``caption/chunks`` when chunks ran)."""
+    from flows.trust import check_remote_code
+
     cfg = ctx.cfg
+    check_remote_code(cfg.trust_remote_code)  # a submitted run: only if `differ serve --trust-remote-code`
     plan = result_of(
         "caption",
         caption_plan_task(

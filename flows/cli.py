@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# options that count something: a value below 1 is refused in one line before the command starts
+COUNT_OPTIONS = ("batch_size", "caption_batch_size", "chunk_size", "workers", "threads", "processes", "num_machines",
+                 "dask_workers", "every_k", "limit", "k1", "k2")  # fmt: skip
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """A ConfigError naming the first count option given a value below 1 (``--batch-size -1``)."""
+    from differ_common.errors import ConfigError
+
+    for name in COUNT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= 1 (got {value}); give a whole number of at least 1")
+
+
 def main(argv: list[str] | None = None) -> int:
     from differ_common.errors import DifferError
 
@@ -56,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = os.environ.get("DIFFER_COMMAND")
     os.environ["DIFFER_COMMAND"] = json.dumps(["differ", *(sys.argv[1:] if argv is None else argv)])
     try:
+        check_counts(args)
         return int(args._run(args) or 0)
     except DifferError as exc:
         print(f"differ {args.command}: error: {exc}", file=sys.stderr)

@@ -81,8 +81,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """The DAG in dependency order; caption chunks run concurrently over the task runner."""
     from differ_common.workspace import resolve_workdir
     from flows.pretrain_stage import resolve
+    from flows.stage_calls import resolve_training
+    from flows.trust import check_remote_code
 
+    check_remote_code(cfg.trust_remote_code)  # before anything is written
     ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))
+    resolve_training(
+        cfg, ctx.workdir
+    )  # the training config (run.name: a plain name) validates, before any work
     manifest_step(ctx)
     with task_runner_for(cfg) as runner:
         caption_step(ctx, runner)

@@ -38,9 +38,11 @@ def build(
     size: str | None = None,
     num_ids: int | None = None,
     workers: int | None = None,
+    regenerate: bool = False,
     **knobs: Any,
 ) -> pd.DataFrame:
-    """Generate SynthCC under ``root`` (reused when current) and return its manifest.
+    """Generate SynthCC under ``root`` (reused when current) and return its manifest. A folder made with other
+    knobs or another seed is refused, naming both settings, unless ``regenerate``.
 
     ``df.attrs["synthcc"]`` holds ``folder``, ``generated`` (bool), ``seconds`` and ``attributes`` (the path of
     the generated folder's attribute table).
@@ -52,7 +54,7 @@ def build(
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"synthcc: seed={seed!r} is not an integer; pass --seed N") from exc
     cfg = resolve_config(size, num_ids=num_ids, **knobs)
-    result = generate(root, cfg, seed, workers=workers)
+    result = generate(root, cfg, seed, workers=workers, replace_other_settings=bool(regenerate))
     df = build_flat(result.folder, NAME, FOLDER, SPLIT_FOLDERS, PATTERN, EXPECTED, _labels, on_bad_image)
     df.attrs["synthcc"] = {
         "folder": str(result.folder),

@@ -86,15 +86,40 @@ def default_workers(n_images: int) -> int:
     return max(1, min(cpus, 8))
 
 
+def other_settings(folder: Path, cfg: SynthConfig, seed: int) -> str | None:
+    """How the dataset in ``folder`` was made differently from ``cfg``/``seed`` (``"knob A there, B asked; ..."``),
+    or None when its stamp has the same knobs and seed (or there is no readable stamp: nothing of the user's)."""
+    stamp = read_stamp(folder)
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("config"), dict):
+        return None
+    asked = {**cfg.model_dump(mode="json"), "seed": int(seed)}
+    there = {**stamp["config"], "seed": stamp.get("seed")}
+    diff = [f"{k} {there.get(k)!r} there, {asked.get(k)!r} asked" for k in sorted(set(asked) | set(there))
+            if there.get(k) != asked.get(k)]  # fmt: skip
+    return "; ".join(diff) or None
+
+
 def generate(
-    root: str | os.PathLike, cfg: SynthConfig, seed: int = 0, workers: int | None = None
+    root: str | os.PathLike,
+    cfg: SynthConfig,
+    seed: int = 0,
+    workers: int | None = None,
+    replace_other_settings: bool = True,
 ) -> GenerateResult:
-    """Generate SynthCC under ``root`` (or reuse it: same generator version, config and seed)."""
+    """Generate SynthCC under ``root`` (or reuse it: same generator version, config and seed). A folder made with
+    other knobs or another seed is replaced only if ``replace_other_settings``; otherwise a DataError names both
+    settings and nothing is written."""
     t0 = time.perf_counter()
     root = Path(root).expanduser().absolute()
     folder = root / FOLDER
     if is_current(folder, cfg, seed):
         return GenerateResult(folder, False, time.perf_counter() - t0, cfg.num_images)
+    if not replace_other_settings and (diff := other_settings(folder, cfg, seed)):
+        raise DataError(
+            f"{folder}: holds SynthCC made with other settings ({diff}); nothing was changed. Keep it by asking "
+            "for its settings or generating elsewhere (--root), or replace it: `differ manifest synthcc "
+            "--regenerate`, `differ run --refresh manifest`"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -296,13 +296,26 @@ def evaluate_run(
     dataset = str(cfg.data.dataset)
     wd = Path(workdir) if workdir is not None else _run_workdir(run_dir, cfg)
     manifest = load_manifest(wd, dataset)
-    ev = evaluate_loaded(
-        model, info, manifest, dataset=dataset, run=run_dir.name, selection=selection, checkpoint=ckpt,
-        out_dir=run_dir if write else None, seed=int(cfg.run.seed), rerank=rerank, rerank_k1=rerank_k1,
-        rerank_k2=rerank_k2, rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot,
-        batch_size=batch_size or int(cfg.run.eval_batch_size), device=device, progress=progress,
-        plot_queries=plot_queries, training=read_record(run_dir).get("training"), workdir=wd, data_cfg=cfg.data,
-    )  # fmt: skip
+    lock = None
+    if write:  # the run folder's one writer (training holds the same lock); a killed writer's temp files go
+        from differ_common.io import clean_stale_temps
+        from differ_common.workspace import resolve_workdir
+        from differ_core.training import hold_run_lock
+
+        lock = hold_run_lock(run_dir, resolve_workdir(wd))
+        clean_stale_temps(run_dir)
+    try:
+        ev = evaluate_loaded(
+            model, info, manifest, dataset=dataset, run=run_dir.name, selection=selection, checkpoint=ckpt,
+            out_dir=run_dir if write else None, seed=int(cfg.run.seed), rerank=rerank, rerank_k1=rerank_k1,
+            rerank_k2=rerank_k2, rerank_lambda=rerank_lambda, flip=flip, plots=plots, single_shot=single_shot,
+            batch_size=batch_size or int(cfg.run.eval_batch_size), device=device, progress=progress,
+            plot_queries=plot_queries, training=read_record(run_dir).get("training"), workdir=wd,
+            data_cfg=cfg.data,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
     return ev if return_evaluation else ev.metrics
 
 

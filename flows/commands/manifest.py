@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--size", choices=["tiny", "small", "default"], default=None, help="named size (default: default)"
     )
     g.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="replace a SynthCC folder made with other knobs or another seed (refused otherwise)",
+    )
+    g.add_argument(
         "--set",
         dest="knobs",
         action="append",
@@ -75,9 +80,11 @@ def run(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knobs)
     options: dict[str, object] = {"on_bad_image": args.on_bad_image}
     if info.generated:
-        options.update(seed=args.seed, size=args.size, **knobs)
-    elif args.seed is not None or args.size is not None or knobs:
-        raise ConfigError(f"{info.name}: --seed, --size and --set apply to synthcc only; drop them")
+        options.update(seed=args.seed, size=args.size, regenerate=args.regenerate or None, **knobs)
+    elif args.seed is not None or args.size is not None or knobs or args.regenerate:
+        raise ConfigError(
+            f"{info.name}: --seed, --size, --set and --regenerate apply to synthcc only; drop them"
+        )
     report = make_manifest_report(args.workdir, info.name, args.root, out=args.out, **options)
     df = report.manifest
     print_split_summary(df, title=f"{info.name} manifest: {report.path}")

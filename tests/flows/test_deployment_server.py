@@ -1,7 +1,8 @@
 """`prefect deployment run differ-pipeline/synthcc-tiny` against a real local Prefect server.
 
 Starts `prefect server start` on a free port, serves the deployments with `differ serve`, runs the tiny
-pipeline deployment from Prefect's own CLI, waits for Completed, then reads the caption tables with pandas.
+pipeline deployment from Prefect's own CLI, waits for Completed, stops `differ serve` with SIGTERM, then reads the
+caption tables with pandas.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def test_deployment_run_against_local_server(tmp_path):
         )
         out = run.stdout + run.stderr
         assert run.returncode == 0 and "Completed" in out, out + (logs / "serve.log").read_text()[-4000:]
+        served.send_signal(signal.SIGTERM)  # `differ serve` stops on SIGTERM (issue 28: it used to hang)
+        assert served.wait(timeout=60) == 0, (logs / "serve.log").read_text()[-4000:]
     finally:
         if served is not None:
             _stop(served)

@@ -194,20 +194,22 @@ def test_same_settings_reuse_the_folder_and_others_regenerate(tiny, capsys):
     assert _digest(w / "manifests") == written
     pd.testing.assert_frame_equal(again.manifest, report.manifest)
 
-    rc = main(
-        [
-            "--workdir",
-            str(w),
-            "manifest",
-            "synthcc",
-            "--size",
-            "tiny",
-            "--seed",
-            "3",
-            "--set",
-            "prop_prob=0.9",
-        ]
-    )
+    args = [
+        "--workdir",
+        str(w),
+        "manifest",
+        "synthcc",
+        "--size",
+        "tiny",
+        "--seed",
+        "3",
+        "--set",
+        "prop_prob=0.9",
+    ]
+    assert main(args) == 2  # other settings than the folder's: refused, naming both (tests/reliability)
+    assert _digest(folder) == before
+    capsys.readouterr()
+    rc = main([*args, "--regenerate"])
     out = capsys.readouterr().out
     assert rc == 0 and "generated" in out and "total" in out
     stamp = json.loads((folder / "synthcc.json").read_text())
@@ -217,7 +219,7 @@ def test_same_settings_reuse_the_folder_and_others_regenerate(tiny, capsys):
     attrs = pd.read_parquet(w / "manifests" / "synthcc.attributes.parquet")
     assert (attrs["prop"] != "none").mean() > 0.6
 
-    make_manifest(w, "synthcc", None, size="tiny", seed=3)  # back to the first settings
+    make_manifest(w, "synthcc", None, size="tiny", seed=3, regenerate=True)  # back to the first settings
     assert _digest(folder) == before
 
 
