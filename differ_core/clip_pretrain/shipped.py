@@ -19,16 +19,16 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from differ_common.errors import DataError
 from differ_core.clip_pretrain.config import PACKAGES, PretrainConfig
+from differ_core.clip_pretrain.train import WEIGHTS, PretrainOutput
 
 STARTS = Path(__file__).resolve().parents[1] / "starts"
 RECORD = "start.json"
-WEIGHTS = "open_clip_model.safetensors"
 
 
 def sha256_file(path: Path) -> str:
@@ -40,29 +40,18 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class ShippedStart:
-    """The files of a shipped start; the same interface as ``PretrainOutput`` where the pipeline uses it."""
+class ShippedStart(PretrainOutput):
+    """The files of a shipped start: a ``PretrainOutput`` whose trunk is read from the open_clip file."""
 
-    folder: Path
-    name: str  # the open_clip model name (the config JSON's stem)
-    record: dict[str, Any]
-
-    @property
-    def config_json(self) -> Path:
-        return self.folder / f"{self.name}.json"
-
-    @property
-    def weights(self) -> Path:
-        return self.folder / WEIGHTS
+    record: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trunk(self) -> Path:
         """The backbone's ``model.pretrained``: the open_clip file (its ``visual.trunk.*`` keys are the trunk)."""
         return self.weights
 
-    @property
-    def text_encoder(self) -> str:
-        return f"open_clip:{self.config_json}@{self.weights}"
+    def complete(self) -> bool:
+        return self.config_json.is_file() and self.weights.is_file()
 
     def zero_shot(self) -> dict[str, Any]:
         return self.record["zero_shot"]
