@@ -105,7 +105,7 @@ def runner_deployments() -> list[Any]:
 
 
 def study_v2(train_config: str, name: str) -> Any:
-    """The SynthCC study v2 of docs/results.md: the CLIP-style start, 6 variants, 3 seeds, the `small` size."""
+    """The SynthCC study v2 recipe of docs/results.md (6 variants, 3 seeds, the `small` size), from the start of configs/synthcc.yaml."""
     from flows.config import pipeline_config_for_training
     from flows.study import StudyConfig
 
@@ -119,6 +119,6 @@ STUDIES: dict[str, Any] = {
     "synthcc-paper": lambda: study_v2("configs/synthcc_study_paper.yaml", "synthcc-v2-paper"),
 }
 STUDY_DESCRIPTIONS = {
-    "synthcc": "study v2, the tuned recipe: baseline vs DIFFER vs ablations from the CLIP-style start, 3 seeds",
+    "synthcc": "study v2, the tuned recipe: baseline vs DIFFER vs ablations from the shipped start, 3 seeds",
     "synthcc-paper": "study v2 under the paper's values (logit scale 1, GRL 1, loss weights 1), 3 seeds",
 }

@@ -1,4 +1,5 @@
-"""The CLIP-style pre-training stage: runs when a config names ``pretrain:<name>`` and hands on its two halves.
+"""The pre-trained start of a config that names ``pretrain:<name>``: the shipped one, else its pre-training is run;
+hands on its two halves.
 
 ``text.encoder: pretrain:<name>`` (the pipeline's ``encoder``) becomes the text tower's spec
 ``open_clip:<dir>/<model>.json@<dir>/open_clip_model.safetensors``; ``model.pretrained: pretrain:<name>`` of the

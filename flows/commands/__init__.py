@@ -9,7 +9,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the whole pipeline on SynthCC with the embedded defaults"),
     "pretrain": (
         "pretrain",
-        "the CLIP-style pre-training on synthetic people (SynthCC's EVA02-CLIP stand-in)",
+        "(re)train a pre-trained start on synthetic people (SynthCC's EVA02-CLIP stand-in)",
     ),
     "manifest": (
         "manifest",
