@@ -51,12 +51,15 @@ def file_overrides(train_cfg: Any, workdir: str | None, log: Any = print) -> lis
     from differ_core.clip_pretrain.shipped import resolve_start
 
     out: list[str] = []
+    starts: dict[str, Any] = {}  # one resolution (config read, sha256 check) per name
     for key, value in (
         ("text.encoder", train_cfg.text.encoder),
         ("model.pretrained", train_cfg.model.pretrained),
     ):
         if name := pretrain_name(value):
-            done = resolve_start(name, workdir, log=log)
+            if name not in starts:
+                starts[name] = resolve_start(name, workdir, log=log)
+            done = starts[name]
             out.append(f"{key}={done.text_encoder if key == 'text.encoder' else done.trunk}")
     return out
 

@@ -11,7 +11,6 @@ whether the result is bit-identical to the shipped files (``--export DIR`` write
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -24,19 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from differ_common.errors import DataError
+from differ_common.fingerprint import sha256_file
 from differ_core.clip_pretrain.config import PACKAGES, PretrainConfig
+from differ_core.clip_pretrain.train import RECORD as TRAIN_RECORD
 from differ_core.clip_pretrain.train import WEIGHTS, PretrainOutput
 
 STARTS = Path(__file__).resolve().parents[1] / "starts"
 RECORD = "start.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,7 @@ def export_start(out: Any, cfg: PretrainConfig, config_name: str, dest: Path, co
     try:
         save_file(fp16_state(out.weights), str(tmp / WEIGHTS))
         shutil.copyfile(out.config_json, tmp / out.config_json.name)
-        trained = json.loads((out.folder / "pretrain.json").read_text())
+        trained = json.loads((out.folder / TRAIN_RECORD).read_text())
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
         record = {
             "name": config_name,
@@ -171,9 +164,7 @@ def compare_with_shipped(out: Any, shipped_dir: Path) -> str:
     mine = fp16_state(out.weights)
     if set(shipped) != set(mine):
         return f"differs from {shipped_dir / WEIGHTS}: other tensor names"
-    diffs = [
-        float((mine[k].float() - shipped[k].float()).abs().max()) for k in sorted(mine) if mine[k].numel()
-    ]
     if all(torch.equal(mine[k], shipped[k]) for k in mine):
         return f"bit-identical to the shipped start ({shipped_dir / WEIGHTS})"
-    return f"differs from the shipped start ({shipped_dir / WEIGHTS}): max abs difference {max(diffs):.3g}"
+    diff = max(float((mine[k].float() - shipped[k].float()).abs().max()) for k in mine if mine[k].numel())
+    return f"differs from the shipped start ({shipped_dir / WEIGHTS}): max abs difference {diff:.3g}"

@@ -17,7 +17,7 @@ from differ_core.clip_pretrain.shipped import (
     find_shipped,
     resolve_start,
 )
-from differ_core.clip_pretrain.train import run_pretrain, trunk_state
+from differ_core.clip_pretrain.train import run_pretrain
 
 from .conftest import write_config
 
@@ -173,4 +173,3 @@ def test_the_package_ships_the_synthcc_start():
     assert found.record["config"]["people"]["seed"] not in range(
         5
     )  # disjoint from the demo's and study's seeds
-    assert trunk_state is not None
