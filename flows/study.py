@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from differ_common.errors import ConfigError
 from differ_core.config_files import config_folder
@@ -41,6 +41,9 @@ class StudyConfig(BaseModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    variant_seeds: dict[str, list[int]] = Field(
+        default_factory=dict, description="seeds of the variants that run other seeds than `seeds`"
+    )
     noise_levels: list[float] = Field(default_factory=lambda: [0.0], description="attributes captioner noise")
 
     @field_validator("variants")
@@ -60,6 +63,20 @@ class StudyConfig(BaseModel):
         if not v:
             raise ValueError("give at least one value")
         return v
+
+    @model_validator(mode="after")
+    def _variant_seeds_of_variants(self) -> StudyConfig:
+        stray = sorted(set(self.variant_seeds) - set(self.variants))
+        if stray:
+            raise ValueError(f"variant_seeds names variants the study does not run: {stray}")
+        empty = sorted(v for v, seeds in self.variant_seeds.items() if not seeds)
+        if empty:
+            raise ValueError(f"variant_seeds: give at least one seed for {empty}")
+        return self
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The seeds ``variant`` runs: its own from ``variant_seeds``, else ``seeds``."""
+        return self.variant_seeds.get(variant, self.seeds)
 
 
 def available_variants() -> list[str]:
@@ -108,7 +125,7 @@ def run_configs(study: StudyConfig, workdir: str) -> list[tuple[dict[str, Any], 
     for noise in study.noise_levels:
         for variant in study.variants:
             extra = variant_overrides(variant)
-            for seed in study.seeds:
+            for seed in study.seeds_of(variant):
                 cfg = study.pipeline.model_copy(
                     update={
                         "workdir": noise_workdir(workdir, noise, study.noise_levels),

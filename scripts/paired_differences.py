@@ -3,7 +3,9 @@
     python scripts/paired_differences.py W/studies/synthcc-v2 [--protocol clothes_changing] [--metric mAP]
 
 Prints a markdown table (values in %): one row per seed with each variant's value and its difference to the
-baseline, then the mean ± std of the differences, and how many seeds the variant beats the baseline in.
+baseline, then the mean ± std of the differences, their 95% confidence interval (Student's t over the seeds both
+ran; a variant run at fewer seeds than the baseline is paired on its own seeds), and how many seeds the variant
+beats the baseline in.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 
 def paired_table(results: pd.DataFrame, protocol: str, metric: str, baseline: str = "baseline") -> str:
@@ -24,14 +27,32 @@ def paired_table(results: pd.DataFrame, protocol: str, metric: str, baseline: st
     head = ["seed", baseline, *others]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for seed, row in wide.iterrows():
-        cells = [f"{row[v]:.1f} ({row[v] - row[baseline]:+.1f})" for v in others]
+        if pd.isna(row[baseline]):
+            continue
+        cells = ["—" if pd.isna(row[v]) else f"{row[v]:.1f} ({row[v] - row[baseline]:+.1f})" for v in others]
         lines.append(f"| {seed} | {row[baseline]:.1f} | " + " | ".join(cells) + " |")
-    diffs = wide[others].sub(wide[baseline], axis=0)
-    mean = " | ".join(f"{diffs[v].mean():+.1f} ± {diffs[v].std(ddof=1):.1f}" for v in others)
-    wins = " | ".join(f"{int((diffs[v] > 0).sum())}/{len(diffs)}" for v in others)
-    lines.append(f"| mean diff | | {mean} |")
-    lines.append(f"| seeds above baseline | | {wins} |")
+    diffs = {v: (wide[v] - wide[baseline]).dropna() for v in others}
+    lines.append(
+        "| mean diff | | "
+        + " | ".join(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" for d in diffs.values())
+        + " |"
+    )
+    lines.append("| 95% interval | | " + " | ".join(_interval(d) for d in diffs.values()) + " |")
+    lines.append(
+        "| seeds above baseline | | "
+        + " | ".join(f"{int((d > 0).sum())}/{len(d)}" for d in diffs.values())
+        + " |"
+    )
     return "\n".join(lines)
+
+
+def _interval(diffs: pd.Series) -> str:
+    """The 95% t-interval of the mean paired difference, ``[lo, hi]``; ``n/a`` below two seeds."""
+    n = len(diffs)
+    if n < 2:
+        return "n/a"
+    half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / n**0.5
+    return f"[{diffs.mean() - half:+.1f}, {diffs.mean() + half:+.1f}]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,33 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _variant_seeds(items: list[str]) -> dict[str, list[int]]:
+    from differ_common.errors import ConfigError
+
+    out: dict[str, list[int]] = {}
+    for item in items:
+        variant, sep, seeds = item.partition("=")
+        if not sep or not variant.strip():
+            raise ConfigError(f"--variant-seeds {item!r}: expected VARIANT=SEEDS, e.g. differ=0,1,2,3,4")
+        try:
+            out[variant.strip()] = _ints(seeds)
+        except ValueError:
+            raise ConfigError(f"--variant-seeds {item!r}: seeds must be comma-separated integers") from None
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the DIFFER training config every variant starts from")
     p.add_argument("overrides", nargs="*", help="training overrides key=value applied to every run")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--variants", default=None, help="comma-separated variants (default: all; see --list)")
+    p.add_argument(
+        "--variant-seeds",
+        action="append",
+        default=[],
+        metavar="VARIANT=SEEDS",
+        help="other seeds for one variant, e.g. differ=0,1,2,3,4 (repeatable; the others run --seeds)",
+    )
     p.add_argument(
         "--noise", type=_floats, default=[0.0], help="attributes-captioner noise levels, e.g. 0,0.2,0.4"
     )
@@ -57,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             pipeline=pipeline,
             seeds=args.seeds,
+            variant_seeds=_variant_seeds(args.variant_seeds),
             noise_levels=args.noise,
             **({"variants": [v for v in args.variants.split(",") if v]} if args.variants else {}),
         )

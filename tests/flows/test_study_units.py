@@ -61,6 +61,31 @@ def test_run_configs_cover_noise_variants_seeds(ablations, tmp_path):
         study.StudyConfig(variants=["differ", "mystery"])
 
 
+def test_variant_seeds_give_one_variant_more_seeds(ablations, tmp_path):
+    cfg = study.StudyConfig(
+        name="s", variants=["baseline", "differ"], seeds=[0, 1], variant_seeds={"differ": [0, 1, 2, 3]}
+    )
+    runs = study.run_configs(cfg, str(tmp_path))
+    assert [(k["variant"], k["seed"]) for k, _ in runs] == [
+        ("baseline", 0), ("baseline", 1), ("differ", 0), ("differ", 1), ("differ", 2), ("differ", 3),
+    ]  # fmt: skip
+    assert runs[-1][1].train_overrides[-2:] == ["run.seed=3", "run.name=s-differ-s3"]
+    with pytest.raises(ValueError, match="does not run: \\['clothing_only'\\]"):
+        study.StudyConfig(variants=["differ"], variant_seeds={"clothing_only": [0]})
+    with pytest.raises(ValueError, match="at least one seed"):
+        study.StudyConfig(variants=["differ"], variant_seeds={"differ": []})
+
+
+def test_variant_seeds_flag_is_parsed_and_bad_values_are_named():
+    from flows.commands.study import _variant_seeds
+
+    assert _variant_seeds(["differ=0,1,2,3,4", "baseline=5"]) == {"differ": [0, 1, 2, 3, 4], "baseline": [5]}
+    with pytest.raises(ConfigError, match="expected VARIANT=SEEDS"):
+        _variant_seeds(["differ"])
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        _variant_seeds(["differ=a,b"])
+
+
 def _results() -> pd.DataFrame:
     rows = []
     for variant, base in (("baseline", 0.4), ("differ", 0.6)):
@@ -112,7 +137,7 @@ def test_result_rows_point_at_each_runs_record(tmp_path):
 
 
 def test_study_deployments_run_the_documented_study_and_match_prefect_yaml():
-    """`differ-study/synthcc` and `/synthcc-paper` (served and in prefect.yaml) are study v2 of docs/results.md."""
+    """`differ-study/synthcc` and `/synthcc-paper` (served and in prefect.yaml) are study v3 of docs/results.md."""
     from pathlib import Path
 
     from flows.deployments import STUDIES
@@ -124,5 +149,9 @@ def test_study_deployments_run_the_documented_study_and_match_prefect_yaml():
         served = make().model_dump(mode="json")
         assert StudyConfig(**declared[name]["parameters"]["study"]).model_dump(mode="json") == served
         assert served["pipeline"]["encoder"] == "pretrain:synthcc_start"
-        assert served["pipeline"]["manifest_options"] == {"size": "small"} and len(served["seeds"]) >= 3
-    assert STUDIES["synthcc-paper"]().pipeline.train_config.endswith("synthcc_study_paper.yaml")
+        assert served["pipeline"]["manifest_options"] == {"size": "small"} and served["seeds"] == [0, 1, 2]
+    tuned, paper = STUDIES["synthcc"](), STUDIES["synthcc-paper"]()
+    assert tuned.variants == ["baseline", "bio_only", "nbdetach_only", "differ", "clothing_only", "official_head"]
+    assert tuned.variant_seeds == {"baseline": [0, 1, 2, 3, 4], "differ": [0, 1, 2, 3, 4]}
+    assert paper.variants == ["baseline", "differ"] and paper.variant_seeds == {}
+    assert paper.pipeline.train_config.endswith("synthcc_study_paper.yaml")
