@@ -151,7 +151,14 @@ def test_study_deployments_run_the_documented_study_and_match_prefect_yaml():
         assert served["pipeline"]["encoder"] == "pretrain:synthcc_start"
         assert served["pipeline"]["manifest_options"] == {"size": "small"} and served["seeds"] == [0, 1, 2]
     tuned, paper = STUDIES["synthcc"](), STUDIES["synthcc-paper"]()
-    assert tuned.variants == ["baseline", "bio_only", "nbdetach_only", "differ", "clothing_only", "official_head"]
+    assert tuned.variants == [
+        "baseline",
+        "bio_only",
+        "nbdetach_only",
+        "differ",
+        "clothing_only",
+        "official_head",
+    ]
     assert tuned.variant_seeds == {"baseline": [0, 1, 2, 3, 4], "differ": [0, 1, 2, 3, 4]}
     assert paper.variants == ["baseline", "differ"] and paper.variant_seeds == {}
     assert paper.pipeline.train_config.endswith("synthcc_study_paper.yaml")
