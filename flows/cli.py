@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not hasattr(args, "workdir"):
         args.workdir = None
+    args.workdir_given = args.workdir  # rule 1 of flows.run_config only when given on the command line
     from differ_common.workspace import resolve_workdir
 
     args.workdir = resolve_workdir(args.workdir)

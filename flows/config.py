@@ -177,35 +177,3 @@ def load_pipeline_config(
         raise ConfigError(
             f"{where}pipeline key {loc!r}: {msg}" if loc else f"{where}pipeline: {msg}"
         ) from exc
-
-
-def pipeline_config_for_training(
-    pipeline: str | Path | None, train_config: str, train_overrides: list[str] | None, **options: Any
-) -> PipelineConfig:
-    """The pipeline of ``differ run`` / ``differ study``: each shared field (``SHARED_KEYS``) comes from the first
-    of a command-line option (``options``, ``None`` = not given), a training override, the pipeline YAML, the
-    training YAML; an option that contradicts a training override is an error."""
-    from differ_core.config import load_config
-
-    tc = load_config(resolve_config(train_config), [])
-    from_training = {
-        "dataset": tc.data.dataset,
-        "encoder": tc.text.encoder,
-        "perspectives": tc.text.perspectives,
-        "caption_targets": tc.text.caption_targets,
-        "caption_every_k": tc.text.caption_every_k,
-    }
-    given = shared_overrides(train_overrides)
-    if "perspectives" in given:  # the pipeline YAML may caption more; the validator checks it covers these
-        from_training["perspectives"] = given.pop("perspectives")
-    merged = dict(options)
-    for field, value in given.items():  # an option given too is checked against the override by the validator
-        if merged.get(field) is None:
-            merged[field] = value
-    return load_pipeline_config(
-        pipeline,
-        defaults=from_training,
-        train_config=train_config,
-        train_overrides=list(train_overrides or []) or None,
-        **merged,
-    )

@@ -53,7 +53,7 @@ def ensure_gpu_limits(slots: int | None = None, device_ids: list[str] | None = N
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from flows.tasks import GPU_TAG
+    from flows.stages.base import GPU_TAG
 
     ids = gpu_device_ids() if device_ids is None else list(device_ids)
     out: dict[str, int] = {}
@@ -107,7 +107,7 @@ def runner_deployments() -> list[Any]:
 def study_v3(train_config: str, name: str, variants: tuple[str, ...], five_seeds: tuple[str, ...]) -> Any:
     """The SynthCC study v3 of docs/results.md (the `small` size, from the shipped start): every variant at seeds
     0-2, the ``five_seeds`` variants at 0-4."""
-    from flows.config import pipeline_config_for_training
+    from flows.run_config import pipeline_config_for_training
     from flows.study import StudyConfig
 
     pipeline = pipeline_config_for_training("pipelines/synthcc_study", train_config, [])

@@ -84,3 +84,26 @@ def run_streaming(
     if rc != 0:
         lines = "\n".join(last)
         raise DifferError(f"training launcher exited with code {rc}; last lines:\n{lines}")
+
+
+def launch_training(
+    train_cfg: dict,
+    run_dir: str | Path,
+    launch: dict,
+    log: Callable[[str], None] = print,
+    entry_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Train ``train_cfg`` (a ``TrainConfig`` as a plain dict) over ``accelerate launch``: its config written to
+    ``<run_dir>/launch_config.yaml``, ``launch`` the ``accelerate_command`` options (processes, num_machines,
+    machine_rank, main_process_ip, main_process_port), every child line passed to ``log``. `differ train` and the
+    train stage both launch through here."""
+    import yaml
+
+    from differ_common.io import write_text_atomic
+
+    cfg_file = Path(run_dir) / "launch_config.yaml"
+    write_text_atomic(cfg_file, yaml.safe_dump(train_cfg, sort_keys=False))
+    cmd, launch_env = accelerate_command(cfg_file, entry_args=entry_args, **launch)
+    log("launching: " + " ".join(cmd))
+    run_streaming(cmd, env={**launch_env, **(env or {})}, log=log)

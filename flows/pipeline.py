@@ -9,18 +9,18 @@ from prefect import flow, get_run_logger
 
 from differ_common.workspace import RunLayout
 from flows import artifacts
-from flows.caption_stage import caption_step, caption_threads
 from flows.config import PipelineConfig
 from flows.reproduce import record_pipeline
-from flows.stages import (
-    Context,
-    StageStop,
-    encode_step,
-    evaluate_step,
-    manifest_step,
-    summarize_step,
-    train_step,
-)
+from flows.run_config import ResolvedRun, resolve_pipeline
+from flows.stages.base import StageStop
+from flows.stages.caption import caption_step, caption_threads
+from flows.stages.context import Context
+from flows.stages.encode import encode_step
+from flows.stages.evaluate import evaluate_step
+from flows.stages.manifest import manifest_step
+from flows.stages.pretrain import resolve
+from flows.stages.summarize import summarize_step
+from flows.stages.train import train_step
 from flows.study import StudyConfig
 
 
@@ -77,23 +77,21 @@ def _clean_failures(fn):
     return wrapper
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """The DAG in dependency order; caption chunks run concurrently over the task runner."""
-    from differ_common.workspace import resolve_workdir
-    from flows.pretrain_stage import resolve
-    from flows.stage_calls import resolve_training
+def run_pipeline(run: PipelineConfig | ResolvedRun) -> dict[str, Any]:
+    """The DAG in dependency order; caption chunks run concurrently over the task runner. A ``PipelineConfig`` is
+    resolved here (its training YAML read once); a ``ResolvedRun`` (`differ run` resolved it) is used as it is."""
     from flows.trust import check_remote_code
 
+    ctx = Context(
+        run if isinstance(run, ResolvedRun) else resolve_pipeline(run)
+    )  # the config validates first
+    cfg = ctx.cfg
     check_remote_code(cfg.trust_remote_code)  # before anything is written
-    ctx = Context(cfg, str(resolve_workdir(cfg.workdir)))
-    resolve_training(
-        cfg, ctx.workdir
-    )  # the training config (run.name: a plain name) validates, before any work
     manifest_step(ctx)
     with task_runner_for(cfg) as runner:
         caption_step(ctx, runner)
     summarize_step(ctx)
-    resolve(ctx)  # `pretrain:<name>` encoder or backbone: the CLIP-style pre-training, once the data is there
+    resolve(ctx)  # `pretrain:<name>` encoder or backbone: the shipped start or its pre-training
     encode_step(ctx)
     train_step(ctx)
     record_pipeline(ctx.run_dir, cfg, ctx.workdir)  # reproduce.json: the config as given (`pretrain:<name>`)
@@ -104,8 +102,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
 @flow(name="differ-pipeline", persist_result=False)
 @_clean_failures
-def differ_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
-    """DIFFER end to end on one dataset; every stage is skipped when its inputs are unchanged."""
+def differ_pipeline(config: PipelineConfig = PipelineConfig(), train: dict | None = None) -> dict[str, Any]:  # noqa: B008
+    """DIFFER end to end on one dataset; every stage is skipped when its inputs and code are unchanged. ``train``:
+    the training config `differ run` resolved from ``config`` (leave it empty: the flow resolves ``config``)."""
+    if train is not None:
+        from differ_core.config import TrainConfig
+
+        return run_pipeline(ResolvedRun(config, TrainConfig.model_validate(train)))
     return run_pipeline(config)
 
 

@@ -14,23 +14,36 @@ from pathlib import Path
 from typing import Any
 
 from differ_common.errors import ConfigError, DifferError
+from differ_core.config import TrainConfig
 from flows.config import PipelineConfig
+from flows.run_config import ResolvedRun, resolve_pipeline
 
 
-def check_pipeline(cfg: PipelineConfig, source: str | None = None) -> None:
+def check_pipeline(run: PipelineConfig | ResolvedRun, source: str | None = None) -> None:
     """Raise one ConfigError listing every problem of :func:`pipeline_problems` (nothing is written)."""
-    problems = pipeline_problems(cfg, source)
+    problems = pipeline_problems(run, source)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"pre-flight found {len(problems)} problem(s); nothing was written:\n{lines}")
 
 
-def pipeline_problems(cfg: PipelineConfig, source: str | None = None) -> list[str]:
-    """Every problem the pipeline ``cfg`` would meet, one line each; ``source`` names the training config."""
+def pipeline_problems(run: PipelineConfig | ResolvedRun, source: str | None = None) -> list[str]:
+    """Every problem the run would meet, one line each (a ``PipelineConfig`` is resolved first: a training config
+    that does not resolve is one of the problems); ``source`` names the training config."""
     from differ_common.workspace import Workspace, resolve_workdir
 
-    workdir = resolve_workdir(cfg.workdir)
     problems: list[str] = []
+    if isinstance(run, PipelineConfig):
+        try:
+            run = resolve_pipeline(run)
+        except DifferError as exc:
+            cfg, train = run, None
+            problems.append(f"training config: {exc}")
+        else:
+            cfg, train = run.pipeline, run.train
+    else:
+        cfg, train = run.pipeline, run.train
+    workdir = resolve_workdir(cfg.workdir)
     generated = _dataset_problems(cfg, problems)
     _captioner_problems(cfg, generated, problems)
     _summarizer_problems(cfg.summarizer, problems)
@@ -44,7 +57,8 @@ def pipeline_problems(cfg: PipelineConfig, source: str | None = None) -> list[st
             f"text.encoder: {cfg.encoder} gives {dim}-d vectors but {meta.parent} holds {have}-d features of the "
             f"same spec; delete {meta.parent} or use another encoder spec"
         )
-    _training_problems(cfg, str(workdir), dim, source, problems)
+    if train is not None:
+        _training_problems(cfg, train, dim, source, problems)
     if cfg.task_runner == "dask" and importlib.util.find_spec("prefect_dask") is None:
         problems.append("--task-runner dask: prefect-dask is not installed; pip install -e '.[dask]'")
     return problems
@@ -225,16 +239,8 @@ def _encoder_problems(spec: str, problems: list[str]) -> int | None:
 
 
 def _training_problems(
-    cfg: PipelineConfig, workdir: str, dim: int | None, source: str | None, problems: list[str]
+    cfg: PipelineConfig, tc: TrainConfig, dim: int | None, source: str | None, problems: list[str]
 ) -> None:
-    from differ_core.config import TrainConfig
-    from flows.stage_calls import resolve_training
-
-    try:
-        tc = TrainConfig.model_validate(resolve_training(cfg, workdir))
-    except DifferError as exc:
-        problems.append(f"training config: {exc}")
-        return
     src = source or cfg.train_config
     problem = tc.pretrained_problem(src)
     if problem:

@@ -62,11 +62,11 @@ def print_comparison(results: dict[str, dict[str, Any]]) -> None:
     Console().print(t)
 
 
-def run_flow(flow: Any, cfg: Any) -> dict[str, Any]:
+def run_flow(flow: Any, cfg: Any, **parameters: Any) -> dict[str, Any]:
     """Run a differ flow locally; a failed stage becomes a DifferError with its one-line message."""
     from differ_common.errors import DifferError
 
-    state = flow(cfg, return_state=True)
+    state = flow(cfg, **parameters, return_state=True)
     if not state.is_completed():
         raise DifferError(state.message or f"{flow.name} ended {state.name}")
     return state.result()

@@ -97,7 +97,7 @@ def rebuild_manifest(cfg: PipelineConfig) -> dict[str, Any]:
     from data_manifests.registry import make_manifest
     from data_manifests.schema import load_manifest
     from differ_core.reproducibility import manifest_record
-    from flows.stage_calls import default_root
+    from flows.stages.manifest import default_root
 
     root = cfg.root or default_root(str(cfg.workdir), cfg.dataset)
     make_manifest(cfg.workdir, cfg.dataset, root, **cfg.manifest_options)

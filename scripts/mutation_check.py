@@ -169,7 +169,7 @@ BUGS: tuple[Bug, ...] = (
     Bug(
         "chunk-task-without-device-tag",
         "a caption chunk task on a GPU carries the gpu tag only, not its device's gpu:<id> (no per-GPU limit)",
-        "flows/caption_stage.py",
+        "flows/stages/caption.py",
         'return gpu_tags(label.removeprefix("cuda").removeprefix(":").split("+") if ":" in label else ["0"])',
         "return gpu_tags([])",
         (
@@ -179,7 +179,7 @@ BUGS: tuple[Bug, ...] = (
     Bug(
         "caption-finish-never-cached",
         "every perspective's finishing task is refreshed, so an unchanged perspective recomputes downstream",
-        "flows/caption_stage.py",
+        "flows/stages/caption.py",
         'force=any(p in c["missing"] for c in chunks),',
         "force=True,",
         (
@@ -189,7 +189,7 @@ BUGS: tuple[Bug, ...] = (
     Bug(
         "held-chunks-never-retried",
         "the flow's caption step drops the chunks another process held instead of waiting for them",
-        "flows/caption_stage.py",
+        "flows/stages/caption.py",
         "pending = held",
         "pending = []",
         (

@@ -30,3 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "what each stage holds and what is stale"),
     "configs": ("configs", "list the shipped and your own configs ($DIFFER_CONFIG_PATH) or resolve one"),
 }
+
+
+def workdir_option(args) -> str | None:  # args: argparse.Namespace
+    """``--workdir`` as given on the command line, None when it was not (``flows.run_config``'s rule 1)."""
+    if hasattr(args, "workdir_given"):  # set by flows.cli.main before it resolves args.workdir
+        return args.workdir_given
+    value = getattr(args, "workdir", None)
+    return None if value is None else str(value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import workdir_option
+
 BASELINE_OVERLAY = "ablations/baseline"
 
 
@@ -20,15 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def demo_config(args: argparse.Namespace, train_config: str) -> object:
-    from flows.config import pipeline_config_for_training
+def demo_run(args: argparse.Namespace, train_config: str) -> object:
+    """The demo's run of ``train_config``, resolved once (``flows.run_config.resolve_run``)."""
+    from flows.run_config import resolve_run
 
     opts = {"size": args.size} if args.size else {}
-    return pipeline_config_for_training(
+    return resolve_run(
         None,
         train_config,
         [],
-        workdir=str(args.workdir),
+        workdir=workdir_option(args),
         manifest_options=opts,
         refresh=[s for s in args.refresh.split(",") if s] or None,
     )
@@ -45,12 +48,14 @@ def run(args: argparse.Namespace) -> int:
 
     train_config = "configs/synthcc_tiny.yaml" if args.size == "tiny" else "configs/synthcc.yaml"
     t0 = time.time()
-    result = run_flow(differ_pipeline, demo_config(args, train_config))
+    run = demo_run(args, train_config)
+    result = run_flow(differ_pipeline, run.pipeline, train=run.train.model_dump(mode="json"))
     print_result(result, "differ demo")
     if args.compare:
         from differ_core.config_files import resolve_config
 
-        baseline = run_flow(differ_pipeline, demo_config(args, str(resolve_config(BASELINE_OVERLAY))))
+        base = demo_run(args, str(resolve_config(BASELINE_OVERLAY)))
+        baseline = run_flow(differ_pipeline, base.pipeline, train=base.train.model_dump(mode="json"))
         print_comparison({"DIFFER": result, "baseline (ID + triplet)": baseline})
     print(f"done in {time.time() - t0:.0f} s")
     return 0

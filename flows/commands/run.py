@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import workdir_option
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -58,15 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-preflight", action="store_true", help="skip the pre-flight checks (not recommended)")
 
 
-def pipeline_config(args: argparse.Namespace):
-    """The PipelineConfig this command line asks for (``flows.config.pipeline_config_for_training``)."""
-    from flows.config import pipeline_config_for_training
+def resolved_run(args: argparse.Namespace):
+    """The run this command line asks for, resolved once (``flows.run_config.resolve_run``)."""
+    from flows.run_config import resolve_run
 
-    return pipeline_config_for_training(
+    return resolve_run(
         args.pipeline,
         args.config,
         list(args.overrides),
-        workdir=str(args.workdir),
+        workdir=workdir_option(args),
         root=args.root,
         captioner=args.captioner,
         caption_batch_size=args.caption_batch_size,
@@ -91,14 +93,14 @@ def run(args: argparse.Namespace) -> int:
     from flows.prefect_env import apply_offline_defaults
 
     apply_offline_defaults()
-    cfg = pipeline_config(args)
+    run = resolved_run(args)
     if not args.no_preflight:
         from flows.preflight import check_pipeline
 
-        check_pipeline(cfg, source=args.config)
+        check_pipeline(run, source=args.config)
     from flows.pipeline import differ_pipeline
     from flows.report import print_result, run_flow
 
-    result = run_flow(differ_pipeline, cfg)
-    print_result(result, f"differ run {cfg.dataset}")
+    result = run_flow(differ_pipeline, run.pipeline, train=run.train.model_dump(mode="json"))
+    print_result(result, f"differ run {run.pipeline.dataset}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import workdir_option
+
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
@@ -63,17 +65,18 @@ def run(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
     from differ_common.errors import ConfigError
-    from flows.config import pipeline_config_for_training
     from flows.pipeline import differ_study
     from flows.report import run_flow
+    from flows.run_config import resolve_run
     from flows.study import StudyConfig
 
-    pipeline = pipeline_config_for_training(
-        args.pipeline, args.config, list(args.overrides), workdir=str(args.workdir), root=args.root
+    run = resolve_run(
+        args.pipeline, args.config, list(args.overrides), workdir=workdir_option(args), root=args.root
     )
     from flows.preflight import check_pipeline
 
-    check_pipeline(pipeline, source=args.config)  # every problem before the first run writes anything
+    check_pipeline(run, source=args.config)  # every problem before the first run writes anything
+    pipeline = run.pipeline  # each run resolves its own config (its variant's and seed's overrides)
     try:
         study = StudyConfig(
             name=args.name,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import workdir_option
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -29,27 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from differ_common.io import write_text_atomic
     from differ_common.workspace import RunLayout
-    from differ_core.config import load_config
-    from differ_core.config_files import resolve_config
+    from flows.run_config import resolve_run
+    from flows.stages.pretrain import resolve_outside_flow
 
-    cfg_path = resolve_config(args.config)
-    overrides = list(args.overrides)
-    if not any(o.split("=", 1)[0].strip() == "data.workdir" for o in overrides):
-        base = load_config(cfg_path, overrides)
-        if base.data.workdir is None:
-            overrides.insert(0, f"data.workdir={args.workdir}")
-    cfg = load_config(cfg_path, overrides)
-    from flows.pretrain_stage import file_overrides
-
-    if extra := file_overrides(
-        cfg, cfg.data.workdir
-    ):  # `pretrain:<name>`: its files (trained first if needed)
-        overrides += extra
-        cfg = load_config(cfg_path, overrides)
+    # the same resolution as `differ run` (flows.run_config): one read of the YAML, the same precedence
+    run = resolve_outside_flow(
+        resolve_run(None, args.config, list(args.overrides), workdir=workdir_option(args))
+    )
+    cfg = run.train
     total = args.processes * args.num_machines
     if total <= 1:
         from differ_core.training import train
@@ -57,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = train(cfg, resume_anyway=args.resume_anyway)
     else:
         from differ_core.training import check_run_folder, run_dir_for
-        from flows.launch import accelerate_command, run_streaming
+        from flows.launch import launch_training
 
         run_dir = run_dir_for(cfg)
         problem = cfg.pretrained_problem(str(args.config))
@@ -66,19 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
             raise ConfigError(problem)
         check_run_folder(run_dir, cfg, args.resume_anyway)  # refuse before launching anything
-        cfg_file = run_dir / "launch_config.yaml"
-        write_text_atomic(cfg_file, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        cmd, env = accelerate_command(
-            cfg_file,
-            args.processes,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            main_process_ip=args.main_process_ip,
-            main_process_port=args.main_process_port,
-            entry_args=("--resume-anyway",) if args.resume_anyway else (),
-        )
-        print("launching: " + " ".join(cmd), flush=True)
-        run_streaming(cmd, env=env)
+        launch = {
+            "processes": args.processes,
+            "num_machines": args.num_machines,
+            "machine_rank": args.machine_rank,
+            "main_process_ip": args.main_process_ip,
+            "main_process_port": args.main_process_port,
+        }
+        entry = ("--resume-anyway",) if args.resume_anyway else ()
+        launch_training(cfg.model_dump(mode="json"), run_dir, launch, log=lambda line: print(line, flush=True),
+                        entry_args=entry)  # fmt: skip
     ckpt = RunLayout(run_dir).last
     print(f"run folder: {run_dir}")
     print(f"checkpoint: {ckpt if ckpt.exists() else 'none (stopped before the first checkpoint)'}")

@@ -22,7 +22,7 @@ import yaml
 
 from captions.table import read_current_json, read_parts
 from differ_common.workspace import Workspace
-from flows.caption_stage import caption_threads, chunk_devices, chunk_tags
+from flows.stages.caption import caption_threads, chunk_devices, chunk_tags
 from flows.config import PipelineConfig
 from flows.report import run_flow
 
@@ -54,9 +54,9 @@ def _caption_only(cfg: PipelineConfig):
     """The caption step alone in a flow: returns the state (its result: fingerprints and stage records)."""
     from prefect import flow
 
-    from flows.caption_stage import caption_step
+    from flows.stages.caption import caption_step
     from flows.pipeline import task_runner_for
-    from flows.stages import Context
+    from flows.stages.context import Context
 
     @flow(name="caption-only", persist_result=False)
     def caption_only() -> tuple[dict[str, str], list[dict]]:
@@ -199,7 +199,7 @@ def test_a_chunk_held_by_a_live_claimant_is_skipped_then_waited_for(small_ws, mo
     """A `differ caption` process (here: a live process named as the claim's owner) holds one chunk: the flow's
     task skips it and says so, the step tries it again after a pause (in which the holder dies, so its claim is
     taken over), and no row is written twice."""
-    import flows.caption_stage
+    import flows.stages.caption
     from captions.chunk_jobs import caption_chunk, plan_job
     from flows.pipeline import differ_caption
 
@@ -219,7 +219,7 @@ def test_a_chunk_held_by_a_live_claimant_is_skipped_then_waited_for(small_ws, mo
         holder.kill()
         holder.wait()
 
-    monkeypatch.setattr(flows.caption_stage, "time", SimpleNamespace(sleep=holder_ends))
+    monkeypatch.setattr(flows.stages.caption, "time", SimpleNamespace(sleep=holder_ends))
     try:
         cfg = PipelineConfig(workdir=str(small_ws), perspectives=["clothing", "pose"], caption_chunk_size=3)
         result = run_flow(differ_caption, cfg)

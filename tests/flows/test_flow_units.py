@@ -8,44 +8,52 @@ from types import SimpleNamespace
 import pytest
 
 from differ_common.errors import ConfigError, DifferError, TransientError
-from flows.caching import output_present, stage_cache_policy
 from flows.cli import main
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.launch import accelerate_command, run_streaming
-from flows.stage_fingerprints import dataset_root_signature, features_fingerprint
-from flows.tasks import is_transient, manifest_task
+from flows.stages import code
+from flows.stages.base import is_transient, output_present, stage_cache_policy
+from flows.stages.encode import features_fingerprint
+from flows.stages.manifest import dataset_root_signature, manifest_ok, manifest_task
 
 
-def test_cache_key_depends_on_exactly_the_parameters_and_the_task_source():
+def _resolved(cfg: PipelineConfig):
+    from differ_core.config import TrainConfig
+    from flows.run_config import ResolvedRun
+
+    return ResolvedRun(cfg, TrainConfig())
+
+
+def test_cache_key_depends_on_exactly_the_parameters_and_the_code(monkeypatch):
     def key(source: str, params: dict, ignore: tuple[str, ...] = ("batch_size",)) -> str:
-        ctx = SimpleNamespace(task=SimpleNamespace(source_code=source))
-        return stage_cache_policy(ignore).compute_key(ctx, params, {})
+        monkeypatch.setattr(code, "code_fingerprint", lambda entries: f"{entries}:{source}")
+        ctx = SimpleNamespace(task=SimpleNamespace(source_code="the task body"))
+        return stage_cache_policy(("m",), ignore).compute_key(ctx, params, {})
 
     params = {"a": 1, "fp": "x", "batch_size": 8}
     k1 = key("s", params)
     assert k1 == key("s", dict(params)) == key("s", {**params, "batch_size": 64})  # same key in every run
     assert key("s", {**params, "fp": "y"}) != k1
-    assert key("t", params) != key("s", params)  # another (or an edited) task body
+    assert key("t", params) != key("s", params)  # an edit to the code the stage runs
     assert key("s", {**params, "batch_size": 64}, ignore=()) != key("s", params, ignore=())
 
 
 def test_missing_or_unreadable_output_forces_a_refresh(tmp_path):
-    from flows.config import PipelineConfig
-    from flows.stages import Context
+    from flows.stages.context import Context
 
     def broken(p):
         raise ValueError("corrupt")
 
     assert output_present(lambda p: True, {}) and not output_present(broken, {})
     w = tmp_path / "w"
-    ctx = Context(PipelineConfig(workdir=str(w)), str(w))
+    ctx = Context(_resolved(PipelineConfig(workdir=str(w))))
     params = {"workdir": str(w), "dataset": "ltcc"}
-    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is True  # no manifest yet
+    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True  # no manifest yet
     (w / "manifests").mkdir(parents=True)
     (w / "manifests" / "ltcc.parquet").write_bytes(b"x")
-    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is None  # a hit is allowed
-    ctx.cfg = PipelineConfig(workdir=str(w), refresh=["manifest"])
-    assert ctx.prepared(manifest_task, "manifest", params).refresh_cache is True  # the user asked
+    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is None  # a hit is allowed
+    ctx.run = _resolved(PipelineConfig(workdir=str(w), refresh=["manifest"]))
+    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True  # the user asked
 
 
 def test_features_fingerprint_tracks_each_perspective():
@@ -119,7 +127,7 @@ def test_cli_unknown_pipeline_yaml_is_one_line_error(tmp_path, capsys):
 def test_run_name_changes_when_the_pretrained_weights_are_replaced(tmp_path):
     import os
 
-    from flows.stage_calls import run_name_for
+    from flows.stages.train import run_name_for
 
     plain = {"run": {"name": "r"}, "model": {"pretrained": None}}
     assert run_name_for(plain, "f", "m") == run_name_for(dict(plain), "f", "m")

@@ -14,8 +14,7 @@ from differ_core.config import load_config
 from differ_core.config_files import resolve_config
 from differ_core.training import run_dir_for
 from flows.cli import build_parser
-from flows.commands.run import pipeline_config
-from flows.stage_calls import resolve_training
+from flows.commands.run import resolved_run
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "gpu_recipe.md"
 
@@ -80,8 +79,8 @@ def test_every_documented_command_works_as_written(tmp_path, monkeypatch):
                     f"uncaptioned perspectives: {cmd}"
                 )
         elif args.command == "run":
-            pcfg = pipeline_config(args)
-            train = resolve_training(pcfg, str(tmp_path / "w"))
+            run = resolved_run(args)
+            pcfg, train = run.pipeline, run.train.model_dump(mode="json")
             assert train["text"]["encoder"] == pcfg.encoder and train["model"]["pretrained"], cmd
             run_bases.add(train["run"]["name"])
         elif args.command == "evaluate" and args.run:

@@ -165,14 +165,14 @@ def test_the_pre_training_runs_only_where_its_files_are_needed(tmp_path, monkeyp
     import differ_core.clip_pretrain.train as clip_train
     from differ_common.errors import DifferError
     from flows.pipeline import differ_encode
-    from flows.pretrain_stage import requested
+    from flows.run_config import resolve_pipeline, start_names
 
     def no_pretraining(*args, **kwargs):
         raise AssertionError("the pre-training ran")
 
     monkeypatch.setattr(clip_train, "run_pretrain", no_pretraining)
     cfg = PipelineConfig(workdir=str(tmp_path / "w"), dataset="ltcc", root=str(tmp_path / "no-such-root"))
-    assert requested(cfg) == {"pretrained": "synthcc_start"}
+    assert start_names(resolve_pipeline(cfg)) == {"pretrained": "synthcc_start"}
     with pytest.raises(DifferError, match="^manifest:"):
         run_flow(differ_pipeline, cfg)
     with pytest.raises(DifferError) as err:  # no captions yet: encode stops, but not in the pre-training

@@ -1,5 +1,5 @@
 """Prefect's own mechanisms in the flows: retries by exception type, cache policies with model package versions
-and task source, progress in the run log, the gpu tag and its concurrency limit, a CLI that fails loudly."""
+and the code a stage runs, progress in the run log, the gpu tag and its concurrency limit, a CLI that fails loudly."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from differ_common.errors import DifferError, TransientError
 from flows.config import PipelineConfig
 from flows.report import run_flow
-from flows.tasks import stage_task
+from flows.stages.base import stage_task
 
 CALLS: list[str] = []
 
 
-@stage_task("probe")
+@stage_task("probe", code=())
 def probe_task(kind: str) -> dict:
     """Fails once in the way ``kind`` names, then succeeds (a permanent failure never gets that far)."""
     CALLS.append(kind)
@@ -58,16 +58,6 @@ def _encode_status(result: dict) -> tuple[str, int]:
     return s["status"], sum(s["counts"].values())
 
 
-@stage_task("encode")
-def edited_encode_task(
-    workdir: str, dataset: str, encoder: str, encoder_fp: str, caption_fps: dict, summary_fp: str | None
-) -> dict:
-    """The encode task with an edited body (same name, same parameters, other source)."""
-    from flows.tasks import encode_task
-
-    return encode_task.fn(workdir, dataset, encoder, encoder_fp, caption_fps, summary_fp)
-
-
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory):
     from flows.pipeline import differ_caption, differ_manifest
@@ -84,9 +74,9 @@ def captioned(tmp_path_factory):
     return cfg
 
 
-def test_encoder_package_version_and_task_source_are_in_the_encode_cache_key(captioned, monkeypatch):
-    import flows.stages
+def test_encoder_package_version_and_code_are_in_the_encode_cache_key(captioned, monkeypatch):
     from flows.pipeline import differ_encode
+    from flows.stages import code
 
     first = run_flow(differ_encode, captioned)
     assert _encode_status(first)[0] == "recomputed"
@@ -102,12 +92,19 @@ def test_encoder_package_version_and_task_source_are_in_the_encode_cache_key(cap
     assert status == "recomputed" and encoded > 0  # stale features are re-encoded, not reported as cached
     assert _encode_status(run_flow(differ_encode, captioned))[0] == "reused (cached)"
 
-    monkeypatch.setattr(flows.stages, "encode_task", edited_encode_task)
-    assert _encode_status(run_flow(differ_encode, captioned))[0] == "recomputed"
+    real_fingerprint = code.code_fingerprint
+
+    def edited(entries: tuple[str, ...]) -> str:  # an edit to the text-feature code
+        return real_fingerprint(entries) + ("-edited" if "captions.features" in entries else "")
+
+    monkeypatch.setattr(code, "code_fingerprint", edited)
+    status, encoded = _encode_status(run_flow(differ_encode, captioned))
+    assert status == "recomputed" and encoded == 0  # the task runs again and finds every feature current
+    assert _encode_status(run_flow(differ_encode, captioned))[0] == "reused (cached)"
 
 
 def test_model_package_versions_are_in_the_captioner_fingerprint(tmp_path, monkeypatch):
-    from flows.stage_fingerprints import captioner_spec_fingerprint
+    from flows.stages.caption import captioner_spec_fingerprint
 
     model = tmp_path / "llava"
     model.mkdir()
@@ -141,11 +138,13 @@ def test_progress_lines_every_ten_percent():
 
 def test_in_process_training_progress_goes_to_the_log(tmp_path, monkeypatch):
     import differ_core.training
-    import flows.stage_calls
-    from flows.stage_calls import resolve_training, run_training
+    import flows.stages.train
+    from flows.run_config import resolve_pipeline
+    from flows.stages.train import run_training
 
     work = str(tmp_path / "w")
-    train_cfg = resolve_training(PipelineConfig(train_config="configs/synthcc_tiny.yaml"), work)
+    run = resolve_pipeline(PipelineConfig(train_config="configs/synthcc_tiny.yaml", workdir=work))
+    train_cfg = run.train.model_dump(mode="json")
 
     def fake_train(cfg) -> Path:
         run_dir = Path(work) / "runs" / cfg.run.name
@@ -160,7 +159,7 @@ def test_in_process_training_progress_goes_to_the_log(tmp_path, monkeypatch):
         return run_dir
 
     monkeypatch.setattr(differ_core.training, "train", fake_train)
-    monkeypatch.setattr(flows.stage_calls, "TRAIN_LOG_EVERY_S", 0.05)
+    monkeypatch.setattr(flows.stages.train, "TRAIN_LOG_EVERY_S", 0.05)
     lines: list[str] = []
     run_training(work, "r-1", train_cfg, {"processes": 1}, log=lines.append)
     assert "train: step 10, epoch 0, lr 0.001, loss 2.5" in lines
@@ -172,14 +171,20 @@ def test_in_process_training_progress_goes_to_the_log(tmp_path, monkeypatch):
 def test_gpu_tags_only_on_tasks_that_load_a_model_onto_a_gpu(tmp_path, monkeypatch):
     import torch
 
-    from flows.stages import Context
-    from flows.tasks import caption_task, encode_task, manifest_task, train_task
+    from differ_core.config import TrainConfig
+    from flows.run_config import ResolvedRun
+    from flows.stages.caption import caption_task
+    from flows.stages.context import Context
+    from flows.stages.encode import encode_task
+    from flows.stages.manifest import manifest_task
+    from flows.stages.train import train_task
 
     w = str(tmp_path / "w")
 
     def tags(task, stage: str, **cfg) -> set[str]:
-        ctx = Context(PipelineConfig(workdir=w, **cfg), w)
-        return set(ctx.prepared(task, stage, {"workdir": w, "dataset": "synthcc", "run_name": "r"}).tags)
+        ctx = Context(ResolvedRun(PipelineConfig(workdir=w, **cfg), TrainConfig()))
+        params = {"workdir": w, "dataset": "synthcc", "run_name": "r"}
+        return set(ctx.prepared(task, stage, lambda p: True, params).tags)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert tags(encode_task, "encode") == tags(train_task, "train") == {"gpu", "gpu:0"}

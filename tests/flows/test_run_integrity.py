@@ -10,10 +10,10 @@ import pytest
 
 from differ_common.errors import ConfigError
 from flows.cli import build_parser, main
-from flows.commands.run import pipeline_config
-from flows.config import SHARED_KEYS, PipelineConfig, pipeline_config_for_training
+from flows.commands.run import resolved_run
+from flows.config import SHARED_KEYS, PipelineConfig
 from flows.preflight import pipeline_problems
-from flows.stage_calls import resolve_training
+from flows.run_config import pipeline_config_for_training
 from tests.manifests.manifest_trees import make_ltcc
 
 ENC = "open_clip:EVA02-B-16@{ckpt}"
@@ -57,30 +57,31 @@ def test_every_shared_training_key_sets_the_stage_that_reads_it(tmp_path):
     }
     assert set(overrides) == set(SHARED_KEYS)  # a new shared key needs its case here
     argv = ["--config", "configs/ltcc.yaml", *(f"{k}={v}" for k, (v, _) in overrides.items())]
-    cfg = pipeline_config(_args(tmp_path, *argv))
-    train = resolve_training(cfg, str(tmp_path / "w"))
+    run = resolved_run(_args(tmp_path, *argv))
+    cfg, train = run.pipeline, run.train.model_dump(mode="json")
     for key, (_, want) in overrides.items():
         section, name = key.split(".")
         assert getattr(cfg, SHARED_KEYS[key]) == want, key  # the pipeline stage's field
         assert train[section][name] == want, key  # and training
     # without overrides the training YAML names them
-    plain = pipeline_config(_args(tmp_path, "--config", "configs/ltcc.yaml"))
+    plain = resolved_run(_args(tmp_path, "--config", "configs/ltcc.yaml")).pipeline
     assert (plain.dataset, plain.encoder, plain.perspectives) == (
         "ltcc", "open_clip:EVA02-B-16", ["biometrics", "hairstyle", "clothing"],
     )  # fmt: skip
 
 
 def test_new_run_options_reach_the_pipeline_and_every_option_has_help(tmp_path):
-    cfg = pipeline_config(
+    run = resolved_run(
         _args(tmp_path, "--config", "configs/ltcc.yaml", "--encoder", "open_clip:EVA02-L-14@/c/l14.bin",
               "--caption-batch-size", "32", "--dask-workers", "4")
     )  # fmt: skip
+    cfg = run.pipeline
     assert (cfg.encoder, cfg.caption_batch_size, cfg.dask_workers) == (
         "open_clip:EVA02-L-14@/c/l14.bin",
         32,
         4,
     )
-    assert resolve_training(cfg, str(tmp_path))["text"]["encoder"] == "open_clip:EVA02-L-14@/c/l14.bin"
+    assert run.train.text.encoder == "open_clip:EVA02-L-14@/c/l14.bin"
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
     bare = [a.dest for a in run_parser._actions if not a.help and a.dest != "help"]
     assert bare == []
@@ -88,11 +89,11 @@ def test_new_run_options_reach_the_pipeline_and_every_option_has_help(tmp_path):
 
 def test_contradictions_between_an_option_and_an_override_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"encoder is 'minilm' but the training override text.encoder=x"):
-        pipeline_config(
+        resolved_run(
             _args(tmp_path, "--config", "configs/ltcc.yaml", "--encoder", "minilm", "text.encoder=x")
         )
     with pytest.raises(ConfigError, match=r"override data.workdir=.*give the value once"):
-        pipeline_config(
+        resolved_run(
             _args(tmp_path, "--config", "configs/ltcc.yaml", f"data.workdir={tmp_path / 'other'}")
         )
     # a pipeline YAML may caption more perspectives than training uses, never fewer

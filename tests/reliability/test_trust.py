@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from differ_common.errors import ConfigError
-from flows.caption_stage import caption_step
+from flows.stages.caption import caption_step
 from flows.config import PipelineConfig
 from flows.pipeline import run_pipeline
-from flows.stages import Context
+from flows.run_config import resolve_pipeline
+from flows.stages.context import Context
 from flows.trust import ALLOW_ENV, check_remote_code
 
 
@@ -26,7 +27,7 @@ def test_a_submitted_run_cannot_turn_on_trust_remote_code(submitted, tmp_path):
         run_pipeline(cfg)
     assert "\n" not in str(err.value) and not (tmp_path / "w").exists()
     with pytest.raises(ConfigError, match="trust_remote_code"):  # the caption flow alone, too
-        caption_step(Context(cfg, str(tmp_path / "w")), runner=None)
+        caption_step(Context(resolve_pipeline(cfg)), runner=None)
 
 
 def test_the_serving_process_flag_or_the_user_s_own_command_allow_it(submitted, monkeypatch):

@@ -21,13 +21,121 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
+from prefect.cache_policies import NO_CACHE
+
 from flows.config import PipelineConfig
-from flows.stage_calls import caption_settings
-from flows.stage_fingerprints import captioner_spec_fingerprint
-from flows.stages import Context, StageStop, gpu_tags, result_of, uses_gpu
-from flows.tasks import caption_chunk_task, caption_plan_task, caption_task
+from flows.stages.base import StageStop, gpu_tags, result_of, stage_task, uses_gpu
+
+CODE = ("captions.chunk_jobs",)
 
 HELD_POLL_S = 2.0  # how often chunks held by other claimants are tried again
+
+
+# The caption stage is three kinds of task (flows/caption_stage.py): one plan, one task per chunk of images ×
+# pending perspectives (mapped over the task runner; never cached: the chunk claims decide what is left), and one
+# finishing task per perspective, cached by that perspective's inputs (so downstream caching stays per perspective).
+@stage_task("caption", code=CODE, cache_policy=NO_CACHE, persist_result=False, task_run_name="caption-plan")
+def caption_plan_task(
+    workdir: str,
+    dataset: str,
+    perspectives: list[str],
+    captioner: str,
+    prompts: str | None,
+    split: str,
+    noise: float,
+    trust_remote_code: bool = False,
+    chunk_size: int | None = None,
+    vllm_args: dict | None = None,
+    targets: str = "auto",
+    every_k: int = 8,
+) -> dict:
+    """Plan the chunks of every perspective's missing rows of the caption targets
+    (``captions.chunk_jobs.plan_job``)."""
+    from captions.chunk_jobs import plan_job
+
+    return plan_job(
+        workdir, dataset, perspectives, captioner=captioner, prompts=prompts, split=split, noise=noise,
+        trust_remote_code=trust_remote_code, engine_args=vllm_args or None, chunk_size=chunk_size,
+        targets=targets, every_k=every_k,
+    )  # fmt: skip
+
+
+@stage_task(
+    "caption",
+    code=CODE,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    task_run_name="caption-chunk-{chunk[block]}",
+)
+def caption_chunk_task(
+    job: dict, chunk: dict, device: str, batch_size: int, threads: int | None = None
+) -> dict:
+    """Caption one chunk on one device (``captions.chunk_jobs.caption_chunk``); says which of its perspectives
+    it skipped because they were done or held by another claimant."""
+    from captions.chunk_jobs import caption_chunk
+
+    out = caption_chunk(job, chunk, device=device, batch_size=batch_size, threads=threads)
+    for p, why in out["skipped"].items():
+        get_run_logger().info("chunk %s/%s skipped: %s", out["block"], p, why)
+    return out
+
+
+@stage_task(
+    "caption", code=CODE, ignore=("prompts", "trust_remote_code"), task_run_name="caption-{perspective}"
+)
+def caption_task(
+    workdir: str,
+    dataset: str,
+    perspective: str,
+    manifest_fp: str,
+    captioner: str,
+    captioner_fp: str,
+    prompt_id: str,
+    prompts: str | None,
+    split: str,
+    noise: float,
+    trust_remote_code: bool = False,
+    targets: str = "auto",
+    every_k: int = 8,
+) -> dict:
+    """Finish one perspective once its chunks are written: compact its parts, record its current rows in
+    ``_current.json``; returns its current-rows fingerprint. ``targets``/``every_k`` (the caption targets) are
+    part of the cache key only."""
+    from captions.chunk_jobs import finish_perspectives
+
+    out = finish_perspectives(
+        workdir, dataset, [perspective], captioner=captioner, prompts=prompts, noise=noise,
+        trust_remote_code=trust_remote_code,
+    )[perspective]  # fmt: skip
+    return {"perspective": perspective, "fingerprint": out["fingerprint"], "n_rows": int(out["n_rows"])}
+
+
+def caption_settings(cfg: PipelineConfig) -> dict[str, str]:
+    """The current ``prompt_id`` of each perspective (prompt text + generation settings)."""
+    from captions.prompts import load_prompts
+
+    prompts = load_prompts(cfg.prompts)
+    return {p: prompts[p].prompt_id for p in cfg.perspectives}
+
+
+def captioner_spec_fingerprint(spec: str) -> str:
+    """``captions.backends.captioner_fingerprint`` (captioners and summarizers): spec, backend package
+    versions, the model folder's ``model_dir_fingerprint``."""
+    from captions.backends import captioner_fingerprint
+
+    return captioner_fingerprint(spec)
+
+
+def caption_ok(p: dict[str, Any]) -> bool:
+    """The perspective's current captions are those of this prompt and this captioner (noise included)."""
+    from captions.backends import captioner_name
+    from captions.table import read_current_json
+
+    entry = read_current_json(p["workdir"], p["dataset"]).get(p["perspective"], {})
+    if entry.get("prompt_id") != p["prompt_id"] or not entry.get("fingerprint"):
+        return False
+    return entry.get("captioner") == captioner_name(p["captioner"], noise=p["noise"])
 
 
 def _uses_model(cfg: PipelineConfig) -> bool:
@@ -86,7 +194,7 @@ def caption_threads(cfg: PipelineConfig) -> int:
     return 2 * len(set(chunk_devices(cfg)))
 
 
-def caption_step(ctx: Context, runner: Any) -> None:
+def caption_step(ctx: Any, runner: Any) -> None:
     """Plan, caption the chunks over ``runner``, finish each perspective; records ``caption/<p>`` per perspective
     (and ``caption/chunks`` when chunks ran)."""
     from flows.trust import check_remote_code
@@ -115,7 +223,7 @@ def caption_step(ctx: Context, runner: Any) -> None:
     captioner_fp = captioner_spec_fingerprint(cfg.captioner)
     for p in cfg.perspectives:
         st = ctx.call(
-            caption_task, "caption", force=any(p in c["missing"] for c in chunks),
+            caption_task, "caption", caption_ok, force=any(p in c["missing"] for c in chunks),
             workdir=ctx.workdir, dataset=cfg.dataset, perspective=p, manifest_fp=ctx.manifest_fp,
             captioner=cfg.captioner, captioner_fp=captioner_fp, prompt_id=prompt_ids[p], prompts=cfg.prompts,
             split=cfg.split, noise=cfg.caption_noise, trust_remote_code=cfg.trust_remote_code,
@@ -164,10 +272,9 @@ class Tally:
         }
 
 
-def run_chunks(ctx: Context, runner: Any, job: dict[str, Any], chunks: list[dict[str, Any]]) -> Tally:
+def run_chunks(ctx: Any, runner: Any, job: dict[str, Any], chunks: list[dict[str, Any]]) -> Tally:
     """Submit one chunk task per chunk (in chunk order, device ``labels[k % n]``), then again the chunks held by
     other claimants until none is left; returns the tally."""
-    from prefect import get_run_logger
     from prefect.futures import as_completed
 
     cfg = ctx.cfg
@@ -213,8 +320,6 @@ def run_chunks(ctx: Context, runner: Any, job: dict[str, Any], chunks: list[dict
 
 def _progress(label: str, what: str) -> Callable[[float], None]:
     """Run-log lines every 10%, plus a Prefect progress artifact when there is an API to write it to."""
-    from prefect import get_run_logger
-
     from flows.run_logging import ProgressLog
 
     log_line = ProgressLog(label, get_run_logger().info)
