@@ -22,9 +22,9 @@ import yaml
 
 from captions.table import read_current_json, read_parts
 from differ_common.workspace import Workspace
-from flows.stages.caption import caption_threads, chunk_devices, chunk_tags
 from flows.config import PipelineConfig
 from flows.report import run_flow
+from flows.stages.caption import caption_threads, chunk_devices, chunk_tags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "captions"))
 from caption_helpers import make_workspace  # noqa: E402
@@ -54,8 +54,8 @@ def _caption_only(cfg: PipelineConfig):
     """The caption step alone in a flow: returns the state (its result: fingerprints and stage records)."""
     from prefect import flow
 
-    from flows.stages.caption import caption_step
     from flows.pipeline import task_runner_for
+    from flows.stages.caption import caption_step
     from flows.stages.context import Context
 
     @flow(name="caption-only", persist_result=False)

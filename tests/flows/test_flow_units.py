@@ -48,12 +48,18 @@ def test_missing_or_unreadable_output_forces_a_refresh(tmp_path):
     w = tmp_path / "w"
     ctx = Context(_resolved(PipelineConfig(workdir=str(w))))
     params = {"workdir": str(w), "dataset": "ltcc"}
-    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True  # no manifest yet
+    assert (
+        ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True
+    )  # no manifest yet
     (w / "manifests").mkdir(parents=True)
     (w / "manifests" / "ltcc.parquet").write_bytes(b"x")
-    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is None  # a hit is allowed
+    assert (
+        ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is None
+    )  # a hit is allowed
     ctx.run = _resolved(PipelineConfig(workdir=str(w), refresh=["manifest"]))
-    assert ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True  # the user asked
+    assert (
+        ctx.prepared(manifest_task, "manifest", manifest_ok, params).refresh_cache is True
+    )  # the user asked
 
 
 def test_features_fingerprint_tracks_each_perspective():

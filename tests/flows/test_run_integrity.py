@@ -93,9 +93,7 @@ def test_contradictions_between_an_option_and_an_override_are_errors(tmp_path):
             _args(tmp_path, "--config", "configs/ltcc.yaml", "--encoder", "minilm", "text.encoder=x")
         )
     with pytest.raises(ConfigError, match=r"override data.workdir=.*give the value once"):
-        resolved_run(
-            _args(tmp_path, "--config", "configs/ltcc.yaml", f"data.workdir={tmp_path / 'other'}")
-        )
+        resolved_run(_args(tmp_path, "--config", "configs/ltcc.yaml", f"data.workdir={tmp_path / 'other'}"))
     # a pipeline YAML may caption more perspectives than training uses, never fewer
     yml = tmp_path / "p.yaml"
     yml.write_text("perspectives: [biometrics, hairstyle, clothing, pose]\n")

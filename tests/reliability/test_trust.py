@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from differ_common.errors import ConfigError
-from flows.stages.caption import caption_step
 from flows.config import PipelineConfig
 from flows.pipeline import run_pipeline
 from flows.run_config import resolve_pipeline
+from flows.stages.caption import caption_step
 from flows.stages.context import Context
 from flows.trust import ALLOW_ENV, check_remote_code
 
