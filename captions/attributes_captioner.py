@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from differ_common.code_fingerprint import code_fingerprint
 from differ_common.errors import ConfigError, DataError
 from differ_common.fingerprint import frame_fingerprint, sha256_json
 from differ_common.workspace import Workspace
@@ -22,8 +23,13 @@ from differ_common.workspace import Workspace
 if TYPE_CHECKING:
     from captions.prompts import PerspectiveSpec
 
-TEMPLATES_VERSION = 3  # bump when a template changes: the captions are regenerated
 SYNTHCC = "synthcc"
+
+
+def templates_code() -> str:
+    """The fingerprint of this module's source (its templates): an edit makes its captions stale."""
+    return code_fingerprint((__name__,), follow_imports=False)
+
 
 # perspective -> attribute columns it describes (the SynthCC attribute table contract)
 PERSPECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -266,7 +272,7 @@ class AttributesCaptioner:
             self.vocab[c] = colours
         self.name = attributes_captioner_name(self.noise, self.seed)
         self.fingerprint = sha256_json(
-            [TEMPLATES_VERSION, self.noise, self.seed, frame_fingerprint(table[cols].astype(str))], 16
+            [templates_code(), self.noise, self.seed, frame_fingerprint(table[cols].astype(str))], 16
         )
 
     def draft(self, image_id: str, spec: PerspectiveSpec) -> Draft:

@@ -56,7 +56,6 @@ from differ_common.lazy import lazy_getattr
 _EXPORTS = {
     "SynthConfig": "data_manifests.synthcc.config",
     "SIZES": "data_manifests.synthcc.config",
-    "GENERATOR_VERSION": "data_manifests.synthcc.config",
     "resolve_config": "data_manifests.synthcc.config",
     "ATTRIBUTE_COLUMNS": "data_manifests.synthcc.attributes",
     "generate": "data_manifests.synthcc.generator",

@@ -2,8 +2,8 @@
 
 ``<root>/SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png`` (test = gallery; pid 3 digits from 001,
 outfit from 1, camera from 1, idx = 4-digit position of the image in its outfit), plus ``attributes.parquet``
-(the ground-truth table, columns ``ATTRIBUTE_COLUMNS``) and ``synthcc.json`` (generator version, config, seed,
-image count), written last. A folder whose stamp matches (and holds every image) is reused; otherwise the new
+(the ground-truth table, columns ``ATTRIBUTE_COLUMNS``) and ``synthcc.json`` (the generator code's fingerprint,
+config, seed, image count), written last. A folder whose stamp matches (and holds every image) is reused; otherwise the new
 dataset is written to ``<root>/.tmp-SynthCC-<pid>-*`` and renamed into place, so an interrupted run never leaves a
 half-written ``SynthCC``.
 """
@@ -24,7 +24,8 @@ from typing import Any
 import pandas as pd
 
 from data_manifests.synthcc.attributes import ATTRIBUTE_COLUMNS, INT_ATTRIBUTES, ImageSpec, sample_images
-from data_manifests.synthcc.config import GENERATOR_VERSION, SynthConfig
+from data_manifests.synthcc.config import SynthConfig
+from differ_common.code_fingerprint import code_fingerprint
 from differ_common.errors import DataError
 from differ_common.io import pid_alive
 
@@ -33,6 +34,8 @@ STAMP = "synthcc.json"
 ATTRIBUTES = "attributes.parquet"
 SPLIT_FOLDERS = ("train", "query", "test")
 _TMP_PREFIX = f".tmp-{FOLDER}-"
+# the modules that decide the pixels and the attribute table (the knobs are in the stamp's config)
+GENERATOR_MODULES = ("data_manifests.synthcc.attributes", "data_manifests.synthcc.draw", __name__)
 _PARALLEL_MIN_IMAGES = 400
 
 
@@ -44,11 +47,17 @@ class GenerateResult:
     num_images: int
 
 
+def generator_code() -> str:
+    """The fingerprint of the generator's source (the SynthCC package's modules): an edit that may change the
+    pixels makes a folder generated before it stale."""
+    return code_fingerprint(GENERATOR_MODULES, follow_imports=False)
+
+
 def stamp_for(cfg: SynthConfig, seed: int) -> dict[str, Any]:
     """What identifies a generated folder: generator version, every knob and the seed."""
     return {
         "generator": "differ SynthCC",
-        "generator_version": GENERATOR_VERSION,
+        "generator_code": generator_code(),
         "config": cfg.model_dump(mode="json"),
         "seed": int(seed),
         "num_images": cfg.num_images,

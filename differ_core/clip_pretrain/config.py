@@ -12,8 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from differ_common.errors import ConfigError
 from differ_common.fingerprint import package_versions, sha256_json
 
-# Bump when the corpus, the model building or the training loop changes what a config produces.
-CODE_VERSION = 1
 # train keys added after configs were published, with the value that keeps them out of the fingerprint
 OPTIONAL_TRAIN_KEYS = {"id_weight": 0.0, "lock_image": False}
 PACKAGES = ("torch", "timm", "open_clip_torch", "numpy", "pillow")
@@ -121,10 +119,10 @@ class PretrainConfig(_Section):
     train: TrainConfig = TrainConfig()
 
     def fingerprint(self) -> str:
-        """What the result depends on: these settings, the code and the versions of the packages doing the
-        arithmetic (the generator's and captioner's versions are part of the corpus)."""
-        from captions.attributes_captioner import TEMPLATES_VERSION
-        from data_manifests.synthcc.config import GENERATOR_VERSION
+        """What the result depends on: these settings, the code (the pre-training's modules and all they import:
+        the SynthCC generator and the attributes captioner make the corpus) and the versions of the packages doing
+        the arithmetic."""
+        from differ_common.code_fingerprint import code_fingerprint
 
         settings = self.model_dump(mode="json")
         train = settings["train"]  # keys added later stay out at their no-op value: older fingerprints hold
@@ -132,8 +130,7 @@ class PretrainConfig(_Section):
         if not self.identity.epochs:  # no identity stage: configs written before it keep their fingerprint
             settings.pop("identity")
         return sha256_json(
-            [settings, CODE_VERSION, GENERATOR_VERSION, TEMPLATES_VERSION,
-             package_versions(*PACKAGES)],
+            [settings, code_fingerprint(("differ_core.clip_pretrain.train",)), package_versions(*PACKAGES)],
             12,
         )  # fmt: skip
 

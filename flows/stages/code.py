@@ -1,90 +1,15 @@
-"""The fingerprint of the project source a stage runs: its entry modules and every project module they import
-(at module level or inside a function), found by reading the source, hashed file by file.
-
-An edit to any of those files changes the stage's cache key, so the stage runs again; an edit elsewhere leaves it
-cached. Imports are read, not executed: nothing is imported to compute a fingerprint.
-"""
+"""The code part of every stage's cache key: ``StageCode(<entry modules>)``, the ``code_fingerprint`` of the
+project source the stage runs (``differ_common.code_fingerprint``). An edit to that source reruns the stage; an edit
+to code it does not run leaves it cached."""
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import importlib.util
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
 
-PROJECT_PACKAGES: tuple[str, ...] = ("differ_common", "data_manifests", "captions", "differ_core", "flows")
-
-
-@cache
-def _package_dir(top: str) -> Path | None:
-    spec = importlib.util.find_spec(top)
-    return Path(spec.origin).parent if spec is not None and spec.origin else None
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of project module ``name`` (``a/b.py`` or ``a/b/__init__.py``), None if there is none."""
-    top, *rest = name.split(".")
-    if top not in PROJECT_PACKAGES or (base := _package_dir(top)) is None:
-        return None
-    path = base.joinpath(*rest)
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(name: str, path: Path) -> set[str]:
-    """Project modules ``path`` (module ``name``) imports anywhere in its source, with their parent packages."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
-    out: set[str] = set()
-    for module in found:
-        parts = module.split(".")
-        if parts[0] in PROJECT_PACKAGES:
-            out.update(".".join(parts[: k + 1]) for k in range(len(parts)))
-    return out
-
-
-def closure(entries: tuple[str, ...]) -> dict[str, Path]:
-    """``{module: file}`` of ``entries`` and every project module they import, transitively."""
-    files: dict[str, Path] = {}
-    todo = list(entries)
-    while todo:
-        name = todo.pop()
-        if name in files:
-            continue
-        path = module_file(name)
-        if path is None:
-            continue  # an attribute imported from a package (`from captions import encode_dataset`)
-        files[name] = path
-        todo.extend(imported_modules(name, path) - files.keys())
-    return dict(sorted(files.items()))
-
-
-@cache
-def code_fingerprint(entries: tuple[str, ...]) -> str:
-    """sha256 (16 hex) over the module names and source bytes of ``closure(entries)``; computed once per process."""
-    h = hashlib.sha256()
-    for name, path in closure(entries).items():
-        h.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
+from differ_common.code_fingerprint import code_fingerprint
 
 
 @dataclass
@@ -94,4 +19,9 @@ class StageCode(CachePolicy):
     entries: tuple[str, ...] = ()
 
     def compute_key(self, task_ctx: Any, inputs: Any, flow_parameters: Any, **kwargs: Any) -> str | None:
-        return code_fingerprint(self.entries)
+        return stage_code_fingerprint(self.entries)
+
+
+def stage_code_fingerprint(entries: tuple[str, ...]) -> str:
+    """``code_fingerprint(entries)``: the one place the stages read it (tests replace it to simulate an edit)."""
+    return code_fingerprint(entries)

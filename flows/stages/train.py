@@ -13,8 +13,8 @@ from differ_common.fingerprint import sha256_file, sha256_json
 from differ_common.workspace import RunLayout, Workspace
 from differ_core.config import RANDOM_INIT
 from flows.config import PipelineConfig
+from flows.stages import code
 from flows.stages.base import result_of, stage_task
-from flows.stages.code import code_fingerprint
 
 CODE = ("differ_core.training",)
 TRAIN_LOG_EVERY_S = 30.0
@@ -36,7 +36,7 @@ def run_name_for(train_cfg: dict[str, Any], features_fp: str, manifest_fp: str) 
     """A run per (config, inputs, pre-trained weights, training code): a change starts a new run and keeps the
     old one."""
     base = train_cfg.get("run", {}).get("name") or "run"
-    inputs: list[Any] = [train_cfg, features_fp, manifest_fp, code_fingerprint(CODE)]
+    inputs: list[Any] = [train_cfg, features_fp, manifest_fp, code.stage_code_fingerprint(CODE)]
     weights = pretrained_fingerprint(train_cfg)
     if weights is not None:
         inputs.append(weights)

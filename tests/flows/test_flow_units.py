@@ -26,7 +26,7 @@ def _resolved(cfg: PipelineConfig):
 
 def test_cache_key_depends_on_exactly_the_parameters_and_the_code(monkeypatch):
     def key(source: str, params: dict, ignore: tuple[str, ...] = ("batch_size",)) -> str:
-        monkeypatch.setattr(code, "code_fingerprint", lambda entries: f"{entries}:{source}")
+        monkeypatch.setattr(code, "stage_code_fingerprint", lambda entries: f"{entries}:{source}")
         ctx = SimpleNamespace(task=SimpleNamespace(source_code="the task body"))
         return stage_cache_policy(("m",), ignore).compute_key(ctx, params, {})
 

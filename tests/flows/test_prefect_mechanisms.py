@@ -92,12 +92,12 @@ def test_encoder_package_version_and_code_are_in_the_encode_cache_key(captioned,
     assert status == "recomputed" and encoded > 0  # stale features are re-encoded, not reported as cached
     assert _encode_status(run_flow(differ_encode, captioned))[0] == "reused (cached)"
 
-    real_fingerprint = code.code_fingerprint
+    real_fingerprint = code.stage_code_fingerprint
 
     def edited(entries: tuple[str, ...]) -> str:  # an edit to the text-feature code
         return real_fingerprint(entries) + ("-edited" if "captions.features" in entries else "")
 
-    monkeypatch.setattr(code, "code_fingerprint", edited)
+    monkeypatch.setattr(code, "stage_code_fingerprint", edited)
     status, encoded = _encode_status(run_flow(differ_encode, captioned))
     assert status == "recomputed" and encoded == 0  # the task runs again and finds every feature current
     assert _encode_status(run_flow(differ_encode, captioned))[0] == "reused (cached)"
