@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Names
     ap.add_argument("--steps", type=int, default=4, help="training steps per run")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument(
-        "--smoke", action="store_true", help="seconds, for the test suite: 48 random images, 1 step, 1 process, P x K = 4 x 4"
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: 48 random images, 1 step, 1 process, P x K = 4 x 4",
     )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--config", default=str(CONFIG), help=argparse.SUPPRESS)
