@@ -148,7 +148,8 @@ def synthcc_workspace(workdir: Path) -> Path:
 
 
 def smoke_workspace(workdir: Path, ids: int = 12, per_id: int = 4) -> Path:
-    """A SynthCC-named manifest of ``ids`` x ``per_id`` random 96x48 PNGs (the smoke mode's: seconds to write)."""
+    """A SynthCC-named manifest of ``ids`` x ``per_id`` random 96x48 PNGs (the smoke mode's: seconds to write);
+    an existing ``W/manifests/synthcc.parquet`` is used as it is, never replaced."""
     import numpy as np
     from PIL import Image
 
@@ -156,6 +157,8 @@ def smoke_workspace(workdir: Path, ids: int = 12, per_id: int = 4) -> Path:
     from differ_common.workspace import Workspace
 
     ws = Workspace.at(workdir)
+    if ws.manifest("synthcc").is_file():
+        return ws.manifest("synthcc")
     rng = np.random.default_rng(0)
     rows = []
     for k in range(ids * per_id):

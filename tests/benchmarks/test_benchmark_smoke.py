@@ -87,6 +87,15 @@ def test_gpu_check_smoke_runs_its_steps_on_the_cpu(tmp_path):
         assert re.fullmatch(rf"{step} rc=0 \d+s: {LAST_LINE[script]}", steps[step]), steps[step]
     scaling_log = _lines((res_dir / "scaling.log").read_text())
     assert "identical greedy captions: True" in scaling_log
+    # like with like: the 1-worker reference is a worker process too, never the benchmark's own process
+    for n in (1, 2):
+        workers = ", ".join([r"'[^']+:\d+@cpu'"] * n)
+        assert any(
+            re.fullmatch(
+                rf"{n} worker process\(es\): 48 captions in \d+\.\d\ds .*, workers \[{workers}\]", line
+            )
+            for line in scaling_log
+        ), scaling_log
     assert any(
         re.fullmatch(r"bookkeeping, 2000 images x 3 perspectives, chunks of 256: plan\+claim\+write\+compact\+"
                      r"current \d+\.\ds = \d+\.\d% of the 5\.0s model time .*", line)
