@@ -49,7 +49,8 @@ RUN_ALONE = sorted(set(LAST_LINE) - set(IN_GPU_CHECK))
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "OUT"}  # gpu_check.sh writes to $OUT when set
+    # gpu_check.sh writes to $OUT when set and runs $PYTHON (default: the first python on PATH)
+    env = {**{k: v for k, v in os.environ.items() if k != "OUT"}, "PYTHON": sys.executable}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -98,7 +99,7 @@ def test_gpu_check_smoke_runs_its_steps_on_the_cpu(tmp_path):
         ), scaling_log
     assert any(
         re.fullmatch(r"bookkeeping, 2000 images x 3 perspectives, chunks of 256: plan\+claim\+write\+compact\+"
-                     r"current \d+\.\ds = \d+\.\d% of the 5\.0s model time .*", line)
+                     r"current \d+\.\ds \(CPU \d+\.\ds\) = \d+\.\d% of the 5\.0s model time .*", line)
         for line in scaling_log
     ), scaling_log  # fmt: skip
     last = _lines(res.stdout)[-1]
