@@ -148,7 +148,12 @@ def bookkeeping(n: int, chunk_size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="local VLM folder (default: the tiny LLaVA, built here)")
-    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument(
+        "--images",
+        type=int,
+        default=384,
+        help="images of part 1 (384: some 12 s for 1 CPU worker, long enough to time)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per CPU worker")
     ap.add_argument("--devices", default=None, help="GPU ids, e.g. 0,0 (two workers on GPU 0) or 0,1")
