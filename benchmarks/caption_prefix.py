@@ -2,7 +2,7 @@
 vs recomputed for every perspective (``HFCaptioner.caption``, the naive reference), same model, same run.
 
     python benchmarks/caption_prefix.py            # LLaVA of random weights in realistic proportions, CPU
-    python benchmarks/caption_prefix.py --quick    # a few seconds: checks it runs and prints its last line
+    python benchmarks/caption_prefix.py --smoke    # a few seconds: checks it runs and prints its last line
     python benchmarks/caption_prefix.py --model /models/llava-1.5-7b-hf --images 16
 
 The default model: 576 image tokens (CLIP 336 px / 14), a 512-wide 4-layer Llama with LLaVA's 32k vocabulary,
@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=2, help="interleaved repeats; the best time of each is kept"
     )
     ap.add_argument(
-        "--quick", action="store_true", help="a small model and batch: seconds, for the test suite"
+        "--smoke",
+        "--quick",
+        dest="smoke",
+        action="store_true",
+        help="a small model and batch: seconds, for the test suite (--quick: the former name)",
     )
     args = ap.parse_args(argv)
 
@@ -51,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from captions.prompts import load_prompts
     from captions.tiny_vlms import build_llava_sized
 
-    if args.quick:
+    if args.smoke:
         args.images, args.new_tokens, args.repeats = 2, 4, 1
     specs = {p: replace(s, max_new_tokens=args.new_tokens) for p, s in load_prompts().items()}
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             model_dir = args.model
-        elif args.quick:
+        elif args.smoke:
             model_dir = str(build_llava_sized(Path(tmp) / "llava", image_size=112, hidden=64, layers=2,
                                               vision_hidden=64, vision_layers=2, vocab_size=512))  # fmt: skip
         else:

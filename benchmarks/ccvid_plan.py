@@ -18,6 +18,9 @@ It runs in a fresh process so the peak is its own:
 
     python benchmarks/ccvid_plan.py                 # also a part of benchmarks/train_memory.py
     python benchmarks/ccvid_plan.py --frames 50000 --tracklets 600
+    python benchmarks/ccvid_plan.py --smoke         # seconds: 3,000 frames in 60 tracklets, 64-d features
+
+The last line is the tracklet evaluation's (``  tracklet evaluation  X.XX s   peak RSS ...``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's packages, from any working directory
 CCVID_SPLIT = {"train": 948, "query": 834, "gallery": 1074}  # tracklets per split of the real set
 
 
@@ -147,19 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=350_000)
     ap.add_argument("--tracklets", type=int, default=4_000)
     ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--smoke", action="store_true", help="seconds, for the test suite: a small manifest")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.frames, args.tracklets, args.dim = 3_000, 60, 64
     run(args.frames, args.tracklets, args.dim)
     return 0
 
 
-def part(_args: Any = None) -> None:
-    """The CCVID part of ``benchmarks/train_memory.py``: this script in a fresh process, its lines printed."""
+def part(args: Any = None) -> None:
+    """The CCVID part of ``benchmarks/train_memory.py``: this script in a fresh process (``--smoke`` when
+    ``args.smoke``), its lines printed."""
     import os
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    smoke = ["--smoke"] if getattr(args, "smoke", False) else []
     res = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, text=True
+        [sys.executable, str(Path(__file__).resolve()), *smoke], env=env, capture_output=True, text=True
     )
     print(res.stdout, end="")
     if res.returncode != 0:

@@ -27,8 +27,12 @@ for the in-memory reference measured in this run.
 Then the CCVID part (``benchmarks/ccvid_plan.py``, in its own process): an epoch plan and a tracklet evaluation on
 a synthetic CCVID-shaped manifest of ~350k frame rows, with their seconds and peak memory.
 
+The config names the shipped pre-trained start (``pretrain:synthcc_start``); as ``differ train`` does, the driver
+resolves it into its files (:func:`differ_core.clip_pretrain.shipped.resolve_start`) and passes them to the ranks.
+
     python benchmarks/train_memory.py                      # generates SynthCC default in a temp workspace
     python benchmarks/train_memory.py --workdir W --steps 4  # reuses W's synthcc manifest
+    python benchmarks/train_memory.py --smoke              # seconds: 48 random images, 1 step, 1 process, small CCVID
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's packages, from any working directory
 CONFIG = REPO / "differ_core" / "configs" / "synthcc.yaml"
 
 
@@ -142,6 +147,45 @@ def synthcc_workspace(workdir: Path) -> Path:
     return ws.manifest("synthcc")
 
 
+def smoke_workspace(workdir: Path, ids: int = 12, per_id: int = 4) -> Path:
+    """A SynthCC-named manifest of ``ids`` x ``per_id`` random 96x48 PNGs (the smoke mode's: seconds to write);
+    an existing ``W/manifests/synthcc.parquet`` is used as it is, never replaced."""
+    import numpy as np
+    from PIL import Image
+
+    from data_manifests.schema import finalize_manifest, write_manifest
+    from differ_common.workspace import Workspace
+
+    ws = Workspace.at(workdir)
+    if ws.manifest("synthcc").is_file():
+        return ws.manifest("synthcc")
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(ids * per_id):
+        path = ws.root / "data" / f"{k:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (96, 48, 3), dtype=np.uint8)).save(path)
+        rows.append(dict(image_id=path.name, path=str(path), dataset="synthcc", split="train",
+                         raw_pid=k // per_id + 1, camid=k % 2, clothes_key=f"{k // per_id}_{k % 2}"))  # fmt: skip
+    write_manifest(finalize_manifest(rows), ws.manifest("synthcc"))
+    return ws.manifest("synthcc")
+
+
+def start_overrides(config: str | Path, workdir: Path) -> list[str]:
+    """``key=file`` overrides for the config's ``pretrain:<name>`` values (the shipped start's files, else the
+    workspace's pre-training), as ``differ train`` passes them; the trainer itself takes files only."""
+    from differ_core.clip_pretrain.shipped import resolve_start
+    from differ_core.config import load_config
+
+    cfg = load_config(str(config))
+    out: list[str] = []
+    for key, value in (("text.encoder", cfg.text.encoder), ("model.pretrained", cfg.model.pretrained)):
+        if isinstance(value, str) and value.startswith("pretrain:"):
+            start = resolve_start(value.removeprefix("pretrain:"), workdir, log=lambda _m: None)
+            out.append(f"{key}={start.text_encoder if key == 'text.encoder' else start.trunk}")
+    return out
+
+
 def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Namespace], None]] = ()) -> int:
     """Measure and print; ``parts`` run after the measurements, before the last line (which they must not
     follow with output of their own)."""
@@ -149,6 +193,11 @@ def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Names
     ap.add_argument("--workdir", help="workspace (default: a temporary one with SynthCC default)")
     ap.add_argument("--steps", type=int, default=4, help="training steps per run")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: 48 random images, 1 step, 1 process, P x K = 4 x 4",
+    )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--config", default=str(CONFIG), help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args(argv)
@@ -160,16 +209,22 @@ def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Names
     from differ_core.config import load_config
     from differ_core.image_cache import cache_bytes
 
+    if args.smoke:
+        args.steps, args.processes = 1, [1]
     tmp = tempfile.TemporaryDirectory() if not args.workdir else None
     work = Path(args.workdir or tmp.name).resolve()  # type: ignore[union-attr]
     t0 = time.perf_counter()
-    manifest = synthcc_workspace(work)
+    manifest = smoke_workspace(work) if args.smoke else synthcc_workspace(work)
+    starts = start_overrides(CONFIG, work)
     m = pd.read_parquet(manifest, columns=["split"])
-    size = tuple(load_config(str(CONFIG)).data.img_size)
+    sampler = ["sampler.P=4", "sampler.K=4"] if args.smoke else []
+    cfg = load_config(str(CONFIG), sampler)
+    size = tuple(cfg.data.img_size)
     n_train = int((m["split"] == "train").sum())
     decoded = cache_bytes(n_train, size)
-    print(f"SynthCC default: {n_train} train images at {size[0]}x{size[1]}, decoded {decoded / 2**20:.1f} MiB "
-          f"(workspace ready in {time.perf_counter() - t0:.0f} s); {args.steps} steps of P x K = 8 x 4 per rank")  # fmt: skip
+    print(f"{'smoke (random images)' if args.smoke else 'SynthCC default'}: {n_train} train images at "
+          f"{size[0]}x{size[1]}, decoded {decoded / 2**20:.1f} MiB (workspace ready in {time.perf_counter() - t0:.0f} s); "
+          f"{args.steps} steps of P x K = {cfg.sampler.P} x {cfg.sampler.K} per rank")  # fmt: skip
     print(f"{'path':<8} {'procs':>5} {'rank':>4} {'peak RSS':>9} {'image mem':>10} {'share':>6} "
           f"{'cache PSS':>10} {'cache RSS':>10}")  # fmt: skip
     worst: dict[str, float] = {}
@@ -179,7 +234,7 @@ def main(argv: list[str] | None = None, parts: Sequence[Callable[[argparse.Names
             overrides = [
                 f"data.workdir={work}", f"data.image_cache={mode}", "losses.use=[id,triplet]",
                 f"run.stop_after_steps={args.steps}", f"run.output={work / 'runs' / f'{mode}-{n}'}",
-                "run.progress=false", "run.log_with=[]", "run.threads=1", "data.decode_threads=2",
+                "run.progress=false", "run.log_with=[]", "run.threads=1", "data.decode_threads=2", *starts, *sampler,
             ]  # fmt: skip
             shutil.rmtree(work / "runs" / f"{mode}-{n}", ignore_errors=True)
             for r in launch(n, work / "reports" / f"{mode}-{n}", overrides):

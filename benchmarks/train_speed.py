@@ -17,14 +17,20 @@ whole training step can be compared with the data path alone. Prints images/s an
 
     python benchmarks/train_speed.py                          # synthetic 128x64 PNGs in a temp folder
     python benchmarks/train_speed.py --workdir W --dataset synthcc --batches 30 --model
+    python benchmarks/train_speed.py --smoke                  # seconds: 32 images, 2 batches of 4x4
+
+The last line (without ``--model``): ``ratio memory-mapped / disk: X.Xx (memory-mapped / in-memory: Y.YY)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, from any directory
 
 
 def _synthetic_images(folder: Path, n: int, size: tuple[int, int]) -> tuple[list[str], list[int]]:
@@ -53,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch threads and decode threads")
     ap.add_argument("--model", action="store_true", help="also time forward+backward (configs/synthcc.yaml)")
+    ap.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 32 images, 2 batches")
     ap.add_argument(
         "--config",
         default=str(Path(__file__).resolve().parents[1] / "differ_core" / "configs" / "synthcc.yaml"),
     )
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.images, args.batches, args.P, args.K = 32, 2, 4, 4
 
     import torch
     from torchvision import transforms as T
