@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from captions.prompts import PerspectiveSpec
 
 TEMPLATES_VERSION = 3  # bump when a template changes: the captions are regenerated
-SYNTHCC = "synthcc"
 
 # perspective -> attribute columns it describes (the SynthCC attribute table contract)
 PERSPECTIVE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -231,9 +230,11 @@ class AttributesCaptioner:
     ) -> None:
         import pandas as pd
 
+        from data_manifests.registry import dataset_traits
+
         if not 0.0 <= float(noise) <= 1.0:
             raise ConfigError(f"--noise must be in [0, 1] (got {noise})")
-        if dataset != SYNTHCC:
+        if not dataset_traits(dataset).generated:
             raise ConfigError(
                 f"the attributes captioner needs SynthCC's ground-truth attributes; dataset {dataset!r} has "
                 "none: use --captioner hf:<local VLM dir>"

@@ -10,7 +10,7 @@ The release (github.com/xliangp/DIFFER) lays out, per dataset::
 Image keys are paths relative to the split folder without extension (LTCC: the file name stem; PRCC
 ``<pid folder>/<stem>``); they are matched to manifest ``image_id``s by their last path components. Summary keys
 are what the authors' dataset readers look up: the relabelled train pid (the manifest's ``pid``) for LTCC, the
-raw pid (``raw_pid``) for PRCC (``SUMMARY_PID_COLUMN``). Imported features go to the encoder label
+raw pid (``raw_pid``) for PRCC (``DatasetInfo.summary_id_column``). Imported features go to the encoder label
 ``official:<TextEncoderVersion>``.
 """
 
@@ -32,8 +32,6 @@ NPZ_NAME = "train.npz"
 SUMMARY_JSON = "train_caption_summary_biometric.json"
 _NPZ_EXPECT = "arrays 'data' [N_images*P, D] float and 'metadata' [N_images] image keys"
 _JSON_EXPECT = '{"<pid>": {"ft_<encoder>": [D floats]}}'
-# the manifest column keying a dataset's summary JSON (their data/datasets/prcc.py: str(int(folder)); else "pid")
-SUMMARY_PID_COLUMN = {"prcc": "raw_pid"}
 
 
 @dataclass
@@ -53,8 +51,11 @@ def official_spec(name: str) -> str:
 
 
 def summary_pid_column(dataset: str) -> str:
-    """The manifest column whose values key ``dataset``'s release summary JSON (``pid`` or ``raw_pid``)."""
-    return SUMMARY_PID_COLUMN.get(dataset, "pid")
+    """The manifest column whose values key ``dataset``'s release summary JSON (``DatasetInfo.summary_id_column``:
+    ``pid``, PRCC ``raw_pid``)."""
+    from data_manifests.registry import dataset_traits
+
+    return dataset_traits(dataset).summary_id_column
 
 
 def _summary_keys(m: Any, dataset: str) -> dict[int, int] | None:

@@ -17,7 +17,9 @@ from flows.config import PipelineConfig
 
 def default_root(workdir: str, dataset: str) -> str | None:
     """SynthCC is generated inside the workspace; real datasets need an explicit root."""
-    if dataset == "synthcc":
+    from data_manifests.registry import dataset_traits
+
+    if dataset_traits(dataset).generated:
         return str(Path(workdir) / "data")
     return None
 

@@ -13,7 +13,9 @@ from differ_common.workspace import RunLayout, Workspace
 def manifest_ok(p: dict[str, Any]) -> bool:
     if not Workspace.at(p["workdir"]).manifest(p["dataset"]).exists():
         return False
-    if p["dataset"] == "synthcc":  # the generated images are part of this stage's output
+    from data_manifests.registry import dataset_traits
+
+    if dataset_traits(p["dataset"]).generated:  # the generated images are part of this stage's output
         from data_manifests.synthcc.generator import FOLDER, STAMP
 
         return (Path(p["root"]) / FOLDER / STAMP).exists()
