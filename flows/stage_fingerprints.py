@@ -33,11 +33,12 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def encoder_spec_fingerprint(spec: str) -> str:
-    """``captions.encoders.encoder_fingerprint``: spec, model package versions, local files' configs and sizes.
+    """``captions.features.encoders.encoder_fingerprint``: spec, model package versions, local files' configs and
+    sizes.
 
     A spec the encoder cannot parse gets a fingerprint of its text; the encode task then reports the error.
     """
-    from captions.encoders import encoder_fingerprint
+    from captions.features.encoders import encoder_fingerprint
     from differ_common.errors import ConfigError
 
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from captions.interop import summary_pid_column
+from captions.features.interop import summary_pid_column
 from captions.targets import caption_target_rows, resolve_mode
 from data_manifests.registry import (
     DATASETS,

@@ -192,7 +192,7 @@ def _train_manifest(ws: Workspace, dataset: str, manifest: Any, split: str | Non
 
 def _replace_perspective(folder: Path, perspective: str, table: Any) -> None:
     """Write ``table`` as the only committed shard of ``perspective`` (meta switches, then old files go)."""
-    from captions.features import SHARD_PREFIX, _new_name, _write_meta, _write_shard, read_meta
+    from captions.features.tables import SHARD_PREFIX, _new_name, _write_meta, _write_shard, read_meta
 
     pdir = folder / f"perspective={perspective}"
     pdir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +225,7 @@ def import_official(
     """Import a release ``train.npz`` (+ summary JSON when present) for ``manifest`` (default: the workspace's
     ``split`` rows) into ``W/features/<ds>/<slug(official:<name>)>/``; ``load_text_features`` then reads it with
     encoder ``official:<name>``."""
-    from captions.features import _check_dim, _write_meta, read_meta, shard_table
+    from captions.features.tables import _check_dim, _write_meta, read_meta, shard_table
     from differ_common.io import stage_lock
 
     ws = Workspace.at(workdir)
@@ -312,8 +312,8 @@ def export_official(
     """Write our features of ``manifest`` (default: the workspace's ``split`` rows) in the release format:
     ``out_dir/<name>/train.npz`` and, when summaries exist, ``out_dir/train_caption_summary_biometric.json``
     (``name`` defaults to the encoder slug; the JSON key is ``ft_<name>``; pids as ``summary_pid_column``)."""
-    from captions.feature_reader import load_text_features, read_perspective
-    from captions.features import read_meta
+    from captions.features.reader import load_text_features, read_perspective
+    from captions.features.tables import read_meta
     from differ_common.io import atomic_path, write_json_atomic
 
     ws = Workspace.at(workdir)
