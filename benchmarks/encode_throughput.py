@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def synthcc_captions(workdir: str | None, dataset: str, size: str) -> list[str]:
     """Caption strings of every current (image, perspective) row, building a SynthCC workspace if needed."""
-    from captions.features import current_caption_rows
+    from captions.features.tables import current_caption_rows
 
     if workdir is None:
         from captions.writer import caption_dataset
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from captions.encoders import load_encoder
-    from captions.features import caption_sha
+    from captions.features.encoders import load_encoder
+    from captions.features.tables import caption_sha
 
     texts = synthcc_captions(args.workdir, args.dataset, args.size)
     if args.max_rows and len(texts) > args.max_rows:

@@ -17,10 +17,10 @@ _EXPORTS = {
     "read_current_captions": "captions.table",
     "caption_status": "captions.table",
     "summarize_dataset": "captions.summaries",
-    "encode_dataset": "captions.features",
-    "EncodeReport": "captions.features",
-    "feature_status": "captions.features",
-    "load_text_features": "captions.feature_reader",
+    "encode_dataset": "captions.features.tables",
+    "EncodeReport": "captions.features.tables",
+    "feature_status": "captions.features.tables",
+    "load_text_features": "captions.features.reader",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,8 +23,6 @@ from differ_common.workspace import Workspace
 if TYPE_CHECKING:
     from captions.prompts import PerspectiveSpec
 
-SYNTHCC = "synthcc"
-
 
 def templates_code() -> str:
     """The fingerprint of this module's source (its templates): an edit makes its captions stale."""
@@ -237,9 +235,11 @@ class AttributesCaptioner:
     ) -> None:
         import pandas as pd
 
+        from data_manifests.registry import dataset_traits
+
         if not 0.0 <= float(noise) <= 1.0:
             raise ConfigError(f"--noise must be in [0, 1] (got {noise})")
-        if dataset != SYNTHCC:
+        if not dataset_traits(dataset).generated:
             raise ConfigError(
                 f"the attributes captioner needs SynthCC's ground-truth attributes; dataset {dataset!r} has "
                 "none: use --captioner hf:<local VLM dir>"

@@ -8,7 +8,7 @@ is most of the caption stage's cost for nothing. The mode (``text.caption_target
 - ``tracklet``: one target per tracklet, its middle frame (position ``(n - 1) // 2`` in frame order), whose
   captions every frame of the tracklet shares;
 - ``every_k``: the frames at positions 0, k, 2k, ... of each tracklet; a frame shares the target at or before it;
-- ``auto``: ``tracklet`` for the video datasets of :data:`TRACKLET_DATASETS` (``ccvid``), else ``frame``.
+- ``auto``: ``tracklet`` for the video datasets (``DatasetInfo.tracklet``: ``ccvid``), else ``frame``.
 
 Rows without a ``track_id`` are always their own target. The caption writer plans only target rows
 (:func:`caption_target_rows`); training gathers each row's text features at the position of its target's
@@ -25,18 +25,19 @@ import numpy as np
 from differ_common.errors import ConfigError
 
 MODES = ("auto", "frame", "tracklet", "every_k")
-TRACKLET_DATASETS = ("ccvid",)
 DEFAULT_EVERY_K = 8
 
 
 def resolve_mode(mode: str | None, dataset: str) -> str:
-    """``frame``, ``tracklet`` or ``every_k`` for ``mode`` (``auto``/None: by dataset, module table)."""
+    """``frame``, ``tracklet`` or ``every_k`` for ``mode`` (``auto``/None: ``tracklet`` for a tracklet-level
+    dataset, ``DatasetInfo.tracklet``, else ``frame``)."""
     m = "auto" if mode is None else str(mode).strip().lower().replace("-", "_")
     if m not in MODES:
         raise ConfigError(f"caption targets {mode!r}: expected one of {', '.join(MODES)}")
     if m == "auto":
-        name = str(dataset).strip().lower().replace("_", "-")
-        return "tracklet" if name in TRACKLET_DATASETS else "frame"
+        from data_manifests.registry import dataset_traits
+
+        return "tracklet" if dataset_traits(dataset).tracklet else "frame"
     return m
 
 

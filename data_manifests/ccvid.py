@@ -35,7 +35,7 @@ from data_manifests._common import (
     require_file,
     require_root,
 )
-from data_manifests.registry import register_dataset
+from data_manifests.registry import CC_PROTOCOLS, register_dataset
 from differ_common.errors import DataError
 
 NAME = "ccvid"
@@ -75,7 +75,13 @@ def _parse_list(path: Path) -> list[tuple[int, str, int, str]]:
     return out
 
 
-@register_dataset("ccvid", "CCVID/{train,query,gallery}.txt + CCVID/<session>/<pid>_<cam>/<frames>")
+@register_dataset(
+    "ccvid",
+    "CCVID/{train,query,gallery}.txt + CCVID/<session>/<pid>_<cam>/<frames>",
+    protocols=CC_PROTOCOLS,
+    tracklet=True,
+    published=True,
+)
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The CCVID manifest (one row per frame); ``root`` holds ``CCVID/`` (or ``CCVID/CCVID/``, or is it)."""
     check_mode(on_bad_image)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests._common import build_flat
-from data_manifests.registry import register_dataset
+from data_manifests.registry import ProtocolSpec, register_dataset
 
 NAME = "celeb-light"
 FOLDER = "Celeb-reID-light"
@@ -30,6 +30,8 @@ def _labels(m: re.Match[str], image_id: str) -> dict:
     "celeb-light",
     "Celeb-reID-light/{train,query,gallery}/<pid>_<idx>_<n>.jpg",
     aliases=("celeb", "celeb-reid-light", "celebreid-light"),
+    protocols=(ProtocolSpec("general", ignore_camera=True, single_shot="none"),),
+    published=True,
 )
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The Celeb-reID-light manifest; ``root`` holds ``Celeb-reID-light/`` (or is that folder)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests._common import build_flat
-from data_manifests.registry import register_dataset
+from data_manifests.registry import CC_PROTOCOLS, register_dataset
 
 NAME = "ltcc"
 FOLDER = "LTCC_ReID"
@@ -26,7 +26,9 @@ def _labels(m: re.Match[str], image_id: str) -> dict:
     return {"raw_pid": pid, "camid": cam - 1, "clothes_key": f"{pid}_{outfit}"}
 
 
-@register_dataset("ltcc", "LTCC_ReID/{train,query,test}/<pid>_<outfit>_c<cam>_*.png")
+@register_dataset(
+    "ltcc", "LTCC_ReID/{train,query,test}/<pid>_<outfit>_c<cam>_*.png", protocols=CC_PROTOCOLS, published=True
+)
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The LTCC manifest; ``root`` is the folder holding ``LTCC_ReID/`` (or ``LTCC_ReID`` itself)."""
     return build_flat(root, NAME, FOLDER, SPLIT_FOLDERS, PATTERN, EXPECTED, _labels, on_bad_image)

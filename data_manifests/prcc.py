@@ -29,7 +29,7 @@ from data_manifests._common import (
     require_dir,
     require_root,
 )
-from data_manifests.registry import register_dataset
+from data_manifests.registry import ProtocolSpec, register_dataset
 from differ_common.errors import DataError
 
 NAME = "prcc"
@@ -37,6 +37,11 @@ FOLDER = "prcc"
 CAMERAS = {"A": 0, "B": 1, "C": 2}
 TEST_SPLITS = {"A": "gallery", "B": "query_same", "C": "query_diff"}
 TRAIN_PATTERN = re.compile(r"([ABC])_")
+# B -> A (same clothes) and C -> A (changed clothes), multi-shot; their single-shot variants are part of the protocol
+PROTOCOLS = (
+    ProtocolSpec("same_clothes", "query_same", mode="same_clothes", single_shot="required"),
+    ProtocolSpec("clothes_changing", "query_diff", mode="clothes_changing", single_shot="required"),
+)
 TRAIN_EXPECTED = "{A,B,C}_*.jpg (camera letter first, e.g. A_cropped_rgb001.jpg)"
 
 
@@ -55,7 +60,13 @@ def _identity_folders(folder: Path) -> list[tuple[int, Path]]:
     return [(int(d.name), d) for d in dirs]
 
 
-@register_dataset("prcc", "prcc/rgb/{train,val}/<pid>/{A,B,C}_*.jpg, prcc/rgb/test/{A,B,C}/<pid>/*.jpg")
+@register_dataset(
+    "prcc",
+    "prcc/rgb/{train,val}/<pid>/{A,B,C}_*.jpg, prcc/rgb/test/{A,B,C}/<pid>/*.jpg",
+    protocols=PROTOCOLS,
+    published=True,
+    summary_id_column="raw_pid",  # the release's data/datasets/prcc.py keys its summaries by str(int(folder))
+)
 def build(root: Path, on_bad_image: str = "error") -> pd.DataFrame:
     """The PRCC manifest; ``root`` holds ``prcc/`` (or is ``prcc``, the folder holding ``rgb/``)."""
     check_mode(on_bad_image)

@@ -1,13 +1,18 @@
-"""The dataset registry: ``DATASETS``, ``build_manifest`` (a validated table) and ``make_manifest`` (writes it)."""
+"""The dataset registry: ``DATASETS``, ``build_manifest`` (a validated table) and ``make_manifest`` (writes it).
+
+Everything the other packages know about a dataset is a field of its :class:`DatasetInfo` (protocols, tracklet
+level, published, summary id column, generated), set where its adapter registers; they ask
+:func:`dataset_traits` and never test a dataset's name.
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -19,14 +24,54 @@ SYNTH_OPTIONS = ("on_bad_image", "seed", "size", "num_ids", "workers", "regenera
 
 
 @dataclass(frozen=True)
+class ProtocolSpec:
+    """One evaluation protocol of a dataset: ``query_split`` ranked against the gallery in ``mode``.
+
+    ``required``: a protocol with no valid query is an error (else it is skipped); ``single_shot``: its
+    single-shot variant (one random gallery image per identity) is ``"required"``, ``"optional"`` or ``"none"``
+    (not evaluated); ``ignore_camera``: every same-identity gallery image is a match.
+    """
+
+    name: str
+    query_split: str = "query"
+    mode: str = "general"
+    ignore_camera: bool = False
+    required: bool = True
+    single_shot: Literal["required", "optional", "none"] = "optional"
+
+
+# general, clothes-changing and same-clothes on one query split; which of them are required differs
+CC_PROTOCOLS: tuple[ProtocolSpec, ...] = (
+    ProtocolSpec("general"),
+    ProtocolSpec("clothes_changing", mode="clothes_changing"),
+    ProtocolSpec("same_clothes", mode="same_clothes", required=False),
+)
+GENERIC_PROTOCOLS: tuple[ProtocolSpec, ...] = (
+    ProtocolSpec("general"),
+    ProtocolSpec("clothes_changing", mode="clothes_changing", required=False),
+    ProtocolSpec("same_clothes", mode="same_clothes", required=False),
+)
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
-    """One dataset: its adapter's ``build(root, **options)``, the layout it expects and its options."""
+    """One dataset: its adapter's ``build(root, **options)``, the layout it expects, its options and traits.
+
+    Traits: ``protocols`` it is evaluated under; ``tracklet`` (a video dataset: tracklet-level evaluation and
+    captions by default); ``published`` (a benchmark with paper numbers: training it from random weights is a
+    mistake unless asked for); ``summary_id_column`` (the manifest column keying its release summary JSON);
+    ``generated`` (drawn by the SynthCC generator into the workspace, with a ground-truth attribute table).
+    """
 
     name: str
     builder: Callable[..., pd.DataFrame]
     layout: str
     options: tuple[str, ...] = _REAL_OPTIONS
     generated: bool = False
+    protocols: tuple[ProtocolSpec, ...] = GENERIC_PROTOCOLS
+    tracklet: bool = False
+    published: bool = False
+    summary_id_column: str = "pid"
 
     def build(self, root: str | os.PathLike | None, **options: Any) -> pd.DataFrame:
         return self.builder(root, **options)
@@ -42,11 +87,25 @@ def register_dataset(
     options: tuple[str, ...] = _REAL_OPTIONS,
     generated: bool = False,
     aliases: tuple[str, ...] = (),
+    protocols: tuple[ProtocolSpec, ...] = GENERIC_PROTOCOLS,
+    tracklet: bool = False,
+    published: bool = False,
+    summary_id_column: str = "pid",
 ) -> Callable[[Callable[..., pd.DataFrame]], Callable[..., pd.DataFrame]]:
-    """Decorator for an adapter's ``build(root, **options)``: registers the dataset under ``name``."""
+    """Decorator for an adapter's ``build(root, **options)``: registers the dataset and its traits under ``name``."""
 
     def deco(build: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
-        info = DatasetInfo(name, build, layout, options, generated)
+        info = DatasetInfo(
+            name,
+            build,
+            layout,
+            options,
+            generated,
+            tuple(protocols),
+            tracklet,
+            published,
+            summary_id_column,
+        )
         DATASETS.add(name, info, summary=layout, aliases=aliases)
         return build
 
@@ -58,10 +117,22 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
+def _key(dataset: str) -> str:
+    return str(dataset).strip().lower().replace("_", "-")
+
+
 def dataset_info(dataset: str) -> DatasetInfo:
-    """The registered dataset ``dataset`` (case, ``_``/``-`` and aliases tolerated)."""
-    key = str(dataset).strip().lower().replace("_", "-")
-    return DATASETS.get(key).target
+    """The registered dataset ``dataset`` (case, ``_``/``-`` and aliases tolerated); a ConfigError listing the
+    registered datasets for any other name."""
+    return DATASETS.get(_key(dataset)).target
+
+
+def dataset_traits(dataset: str | None) -> DatasetInfo:
+    """What to assume about ``dataset``: its registered info, or for a name no adapter registered (a manifest a
+    user wrote into a workspace) the ``custom`` dataset's traits under that name."""
+    if dataset is not None and _key(dataset) in DATASETS:
+        return dataset_info(dataset)
+    return replace(dataset_info("custom"), name=str(dataset or ""))
 
 
 def _check_options(info: DatasetInfo, options: dict[str, Any]) -> dict[str, Any]:

@@ -20,8 +20,6 @@ from differ_common.perspectives import PERSPECTIVES
 LossName = Literal["id", "triplet", "bio", "nbdetach"]
 LOSS_NAMES: tuple[str, ...] = ("id", "triplet", "bio", "nbdetach")
 RANDOM_INIT = "random"  # model.pretrained value that asks for random initialisation explicitly
-# the published benchmarks: training them from random weights is a mistake unless asked for (model.pretrained)
-PUBLISHED_DATASETS: tuple[str, ...] = ("ltcc", "prcc", "celeb-light", "ccvid")
 
 
 class _Section(BaseModel):
@@ -331,9 +329,11 @@ class TrainConfig(_Section):
         return bool({"bio", "nbdetach"} & set(self.losses.use))
 
     def pretrained_problem(self, source: str = "the config") -> str | None:
-        """One line if ``model.pretrained`` is unset for a published dataset (random weights by mistake)."""
-        dataset = self.data.dataset.strip().lower().replace("_", "-")
-        if self.model.pretrained in (None, "") and dataset in PUBLISHED_DATASETS:
+        """One line if ``model.pretrained`` is unset for a published dataset (``DatasetInfo.published``: random
+        weights by mistake)."""
+        from data_manifests.registry import dataset_traits
+
+        if self.model.pretrained in (None, "") and dataset_traits(self.data.dataset).published:
             return (
                 f"model.pretrained: {source} trains {self.data.dataset} from random weights; pass "
                 f"model.pretrained=/path/to/{self.model.backbone}.safetensors (docs/gpu_recipe.md §2), or "

@@ -3,7 +3,7 @@
 docs/design.md §10: a training step gathers its images (``uint8 [B, 3, H, W]``) from an image source
 (:mod:`differ_core.images`: by default the shared memory-mapped cache of decoded images, one file for every
 rank and run) and its text features (``[B, 1+K, D]``) from per-perspective memory-mapped arrays
-(:class:`captions.feature_reader.TextFeatures`), then augments the batch as tensors (flip, random crop, random
+(:class:`captions.features.reader.TextFeatures`), then augments the batch as tensors (flip, random crop, random
 erasing: the SynthCC variants or the official ones, ``data.augmentation``) with a generator seeded from
 ``(seed, rank, step)``, so a resumed run draws exactly the same augmentation as an uninterrupted one. Whatever
 the source, a batch holds the same bytes.
@@ -237,7 +237,7 @@ def load_features(cfg: TrainConfig, workdir: str | Path, rows: pd.DataFrame, log
     the workspace's shared memory-mapped perspectives, or a ``text.features_file`` held in memory; stored as
     ``text.feature_dtype``. Each row reads the features of its caption target (``text.caption_targets``,
     :mod:`captions.targets`: itself, or the captioned frame of its tracklet)."""
-    from captions.feature_reader import TextFeatures, open_text_features
+    from captions.features.reader import TextFeatures, open_text_features
     from captions.targets import caption_keys
 
     perspectives = list(cfg.text.perspectives)
@@ -266,7 +266,7 @@ class TrainData:
     images: Any  # differ_core.images.ImageSource, uint8 [N, 3, H, W] (training identities)
     labels: torch.Tensor  # int64 [N] 0..num_classes-1
     camids: torch.Tensor  # int64 [N]
-    texts: Any  # captions.feature_reader.TextFeatures [N, 1+K, D] (float32 batches), or None
+    texts: Any  # captions.features.reader.TextFeatures [N, 1+K, D] (float32 batches), or None
     image_ids: list[str]
     num_classes: int
     num_cameras: int

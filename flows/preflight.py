@@ -185,7 +185,7 @@ def _pretrain_problems(value: str, key: str, problems: list[str]) -> int | None:
 
 
 def _encoder_problems(spec: str, problems: list[str]) -> int | None:
-    """Problems of a text-encoder spec (``captions.encoders`` rules, files only); returns its dimension if known."""
+    """Problems of a text-encoder spec (``captions.features.encoders`` rules, files only); its dimension if known."""
     if spec.startswith("pretrain:"):  # a pre-training the pipeline runs first: its config must load
         return _pretrain_problems(spec, "text.encoder", problems)
     if spec.startswith("official:"):
@@ -194,7 +194,7 @@ def _encoder_problems(spec: str, problems: list[str]) -> int | None:
             f"train on them with `differ train --config ... text.encoder={spec}`"
         )
         return None
-    from captions.encoders import ENCODERS, minilm_dir
+    from captions.features.encoders import ENCODERS, minilm_dir
 
     try:
         entry, loc = ENCODERS.parse(spec)

@@ -179,7 +179,9 @@ def reproduce(
     manifest = rebuild_manifest(cfg)
     old_fp = rec["training"]["inputs"]["manifest"]["fingerprint"]
     if manifest["fingerprint"] != old_fp:
-        where = "regenerated SynthCC" if cfg.dataset == "synthcc" else f"root {cfg.root}"
+        from data_manifests.registry import dataset_traits
+
+        where = "regenerated SynthCC" if dataset_traits(cfg.dataset).generated else f"root {cfg.root}"
         say(f"first input that differs: manifest: recorded {old_fp}, reproduced {manifest['fingerprint']} "
             f"({where}, {manifest['n_rows']} rows); not retraining")  # fmt: skip
         return 1

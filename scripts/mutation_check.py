@@ -259,7 +259,7 @@ BUGS: tuple[Bug, ...] = (
     Bug(
         "text-features-ignore-positions",
         "mapped text features are gathered by manifest row, not through each perspective's position index",
-        "captions/feature_reader.py",
+        "captions/features/reader.py",
         "out = np.stack([a[p[rows]] for",
         "out = np.stack([a[rows] for",
         ("tests/features/test_feature_cache.py",),
@@ -267,7 +267,7 @@ BUGS: tuple[Bug, ...] = (
     Bug(
         "text-feature-dtype-ignored",
         "text.feature_dtype is ignored: features are always stored as float32",
-        "captions/feature_reader.py",
+        "captions/features/reader.py",
         "mm, ids = open_perspective(workdir, dataset, encoder, stored, dtype, log)",
         'mm, ids = open_perspective(workdir, dataset, encoder, stored, "float32", log)',
         ("tests/features/test_feature_cache.py",),

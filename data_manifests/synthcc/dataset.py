@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from data_manifests._common import build_flat
-from data_manifests.registry import SYNTH_OPTIONS, register_dataset
+from data_manifests.registry import CC_PROTOCOLS, SYNTH_OPTIONS, register_dataset
 from data_manifests.synthcc.config import resolve_config
 from data_manifests.synthcc.generator import FOLDER, generate
 from differ_common.errors import ConfigError
@@ -30,6 +30,7 @@ def _labels(m: re.Match[str], image_id: str) -> dict:
     "generated: SynthCC/{train,query,test}/<pid>_<outfit>_c<cam>_<idx>.png",
     options=SYNTH_OPTIONS,
     generated=True,
+    protocols=CC_PROTOCOLS,
 )
 def build(
     root: str | os.PathLike | None,

@@ -1,5 +1,8 @@
 """Per-dataset CC-ReID evaluation protocols (docs/design.md §8) and their evaluation from features + a manifest.
 
+Each dataset's protocols are its ``DatasetInfo.protocols`` (set where its adapter registers in
+``data_manifests``); the table shows the built-in ones.
+
 ========================  ==============================================================================
 dataset                   protocols (query split -> gallery split, mode)
 ========================  ==============================================================================
@@ -54,50 +57,30 @@ class Protocol:
 def dataset_protocols(
     dataset: str, *, single_shot: bool = False, trials: int = SINGLE_SHOT_TRIALS, tracklet: bool | None = None
 ) -> list[Protocol]:
-    """The protocols of ``dataset`` (see the module table). ``tracklet`` overrides the per-dataset default."""
-    ds = str(dataset).lower()
-    if ds == "prcc":
-        out = [
-            Protocol("same_clothes", "query_same", mode="same_clothes"),
-            Protocol("clothes_changing", "query_diff", mode="clothes_changing"),
-        ]
-        if single_shot:
-            out += [
-                Protocol(
-                    "same_clothes_single_shot", "query_same", mode="same_clothes", single_shot_trials=trials
-                ),
-                Protocol(
-                    "clothes_changing_single_shot",
-                    "query_diff",
-                    mode="clothes_changing",
-                    single_shot_trials=trials,
-                ),
-            ]
-    elif ds in ("celeb-light", "celeb_light", "celeb-reid-light"):
-        out = [Protocol("general", "query", ignore_camera=True)]
-    else:  # ltcc, synthcc, ccvid, custom
-        out = [
-            Protocol("general", "query"),
+    """The protocols of ``dataset`` (its ``DatasetInfo.protocols``, module table); ``tracklet`` overrides the
+    dataset's ``DatasetInfo.tracklet``. ``single_shot`` adds the protocols' single-shot variants."""
+    from data_manifests.registry import dataset_traits
+
+    info = dataset_traits(dataset)
+    base = [
+        Protocol(s.name, s.query_split, mode=s.mode, ignore_camera=s.ignore_camera, required=s.required)
+        for s in info.protocols
+    ]
+    out = list(base)
+    if single_shot:
+        out += [
             Protocol(
-                "clothes_changing",
-                "query",
-                mode="clothes_changing",
-                required=ds in ("ltcc", "synthcc", "ccvid"),
-            ),
-            Protocol("same_clothes", "query", mode="same_clothes", required=False),
+                f"{p.name}_single_shot",
+                p.query_split,
+                mode=p.mode,
+                ignore_camera=p.ignore_camera,
+                single_shot_trials=trials,
+                required=s.single_shot == "required",
+            )
+            for p, s in zip(base, info.protocols)
+            if s.single_shot != "none"
         ]
-        if single_shot:
-            out += [
-                Protocol(
-                    f"{p.name}_single_shot",
-                    p.query_split,
-                    mode=p.mode,
-                    single_shot_trials=trials,
-                    required=False,
-                )
-                for p in list(out)
-            ]
-    use_tracks = (ds == "ccvid") if tracklet is None else bool(tracklet)
+    use_tracks = info.tracklet if tracklet is None else bool(tracklet)
     if use_tracks:
         out = [Protocol(**{**p.__dict__, "tracklet": True}) for p in out]
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from captions.encoders import ENCODERS
+from captions.features.encoders import ENCODERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
         encoder = resolve_start(encoder.split(":", 1)[1].strip(), args.workdir).text_encoder
     if args.import_official:
-        from captions.interop import import_official
+        from captions.features.interop import import_official
 
         rep = import_official(args.workdir, args.dataset, args.import_official, name=args.official_name)
         encoder = rep.encoder
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             f"{rep.images_without_feature}; pids without a summary: {rep.pids_without_summary}"
         )
     elif args.export_official:
-        from captions.interop import export_official
+        from captions.features.interop import export_official
 
         written = export_official(
             args.workdir, args.dataset, encoder, args.export_official, name=args.official_name
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for kind, path in written.items():
             print(f"wrote {kind}: {path}")
     else:
-        from captions.features import encode_dataset
+        from captions.features.tables import encode_dataset
 
         persp = [s.strip() for s in args.perspectives.split(",") if s.strip()] if args.perspectives else None
         rep = encode_dataset(
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         for p in rep.total:
             print(f"  {p:<20} {rep.encoded[p]:>8} {rep.reused[p]:>8} {rep.total[p]:>8} {rep.dropped[p]:>8}")
     if args.plot:
-        from captions.feature_plot import plot_features
+        from captions.features.plot import plot_features
 
         path = plot_features(
             args.workdir,

@@ -12,15 +12,15 @@ from differ_common.workspace import Workspace
 from flows.run_logging import ProgressLog
 from flows.stages.base import file_fingerprint, result_of, stage_task
 
-CODE = ("captions.features",)
+CODE = ("captions.features.tables",)
 
 
 def encoder_spec_fingerprint(spec: str) -> str:
-    """``captions.encoders.encoder_fingerprint``: spec, model package versions, local files' configs and sizes.
+    """``captions.features.encoders.encoder_fingerprint``: spec, model package versions, local files' configs and sizes.
 
     A spec the encoder cannot parse gets a fingerprint of its text; the encode task then reports the error.
     """
-    from captions.encoders import encoder_fingerprint
+    from captions.features.encoders import encoder_fingerprint
     from differ_common.errors import ConfigError
 
     try:
@@ -41,7 +41,7 @@ def encode_task(
     workdir: str, dataset: str, encoder: str, encoder_fp: str, caption_fps: dict, summary_fp: str | None
 ) -> dict:
     """Text features for every current caption (and summary); only new or changed strings are encoded."""
-    from captions.features import encode_dataset
+    from captions.features.tables import encode_dataset
 
     logger = get_run_logger()
     report = encode_dataset(workdir, dataset, encoder=encoder, progress=ProgressLog("encode", logger.info))

@@ -52,3 +52,37 @@ def test_the_foundation_and_the_layer_check_see_real_imports():
     seen = {t for f in files["flows"] for _, t in _imports(f)}
     assert {"differ_common", "data_manifests", "captions", "differ_core"} <= seen
     assert all(t == "differ_common" for f in files["differ_common"] for _, t in _imports(f))
+
+
+def _captions_modules(path: Path) -> set[str]:
+    """Every ``captions.*`` module one file imports (function bodies included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        out |= {n for n in names if n.startswith("captions.")}
+    return out
+
+
+def test_the_text_feature_stage_is_its_own_subpackage():
+    # captions/features/ reads the caption tables and nothing else of the captioning side; the captioning side
+    # (prompts, backends, writer, summaries) never imports the text-feature stage (captions/__init__'s lazy table
+    # of public names aside)
+    features = ROOT / "captions" / "features"
+    inward = {
+        f"{f.relative_to(ROOT)} imports {m}"
+        for f in sorted(features.rglob("*.py"))
+        for m in _captions_modules(f)
+        if not m.startswith("captions.features") and m != "captions.table"
+    }
+    outward = {
+        f"{f.relative_to(ROOT)} imports {m}"
+        for f in sorted((ROOT / "captions").rglob("*.py"))
+        if features not in f.parents
+        for m in _captions_modules(f)
+        if m.startswith("captions.features")
+    }
+    assert sorted(features.glob("*.py")) and not inward and not outward, sorted(inward | outward)

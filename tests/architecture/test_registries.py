@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from captions.backends import CAPTIONERS, make_captioner
-from captions.encoders import ENCODERS, parse_spec
+from captions.features.encoders import ENCODERS, parse_spec
 from data_manifests.registry import DATASETS, build_manifest, dataset_info, list_datasets, register_dataset
 from differ_common.errors import ConfigError
 from differ_common.registry import Registry

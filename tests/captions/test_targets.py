@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from captions import caption_dataset, caption_status, read_current_captions
-from captions.encoders import TextEncoder
+from captions.features.encoders import TextEncoder
 from captions.targets import caption_keys, caption_target_rows, resolve_mode, target_positions
 from data_manifests.registry import make_manifest
 from data_manifests.schema import load_manifest
@@ -113,7 +113,7 @@ class HashEncoder(TextEncoder):
 
 
 def test_training_gathers_each_frame_s_tracklet_feature_through_an_index(ccvid_ws):
-    from captions.features import encode_dataset
+    from captions.features.tables import encode_dataset
     from differ_core.config import config_from_dict
     from differ_core.data import load_features
 

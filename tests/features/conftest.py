@@ -14,7 +14,7 @@ from feature_helpers import CountingEncoder  # noqa: E402
 
 @pytest.fixture(scope="session")
 def minilm():
-    from captions.encoders import load_encoder
+    from captions.features.encoders import load_encoder
 
     return load_encoder("minilm", device="cpu")
 

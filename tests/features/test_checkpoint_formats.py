@@ -12,8 +12,8 @@ import torch
 from clip_formats import RELEASES, register_tiny_trunk, save_torchscript, tiny_eva_clip
 from feature_tiny_models import CORPUS, build_tiny_open_clip
 
-from captions.clip_checkpoints import checkpoint_layout, read_checkpoint
-from captions.encoders import load_encoder
+from captions.features.clip_checkpoints import checkpoint_layout, read_checkpoint
+from captions.features.encoders import load_encoder
 from differ_common.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from feature_tiny_models import CORPUS, build_tiny_hf_clip, build_tiny_open_clip
 
-from captions.encoders import encoder_fingerprint, load_encoder, minilm_dir, parse_spec
+from captions.features.encoders import encoder_fingerprint, load_encoder, minilm_dir, parse_spec
 from differ_common.errors import ConfigError
 
 

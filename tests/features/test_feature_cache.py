@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
-from captions.encoders import TextEncoder
-from captions.feature_reader import load_text_features, open_text_features
-from captions.features import encode_dataset
+from captions.features.encoders import TextEncoder
+from captions.features.reader import load_text_features, open_text_features
+from captions.features.tables import encode_dataset
 from differ_common.errors import DataError
 from differ_common.shared_array import read_header
 from differ_common.workspace import Workspace

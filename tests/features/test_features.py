@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
-from captions.features import caption_sha, encode_dataset, feature_status
+from captions.features.tables import caption_sha, encode_dataset, feature_status
 from differ_common.errors import DataError
 from differ_common.perspectives import SUMMARY_PERSPECTIVE
 from differ_common.workspace import Workspace
@@ -43,7 +43,7 @@ def ws(workdir):
 
 
 def _vectors(workdir, perspective, encoder="minilm"):
-    from captions.feature_reader import read_perspective
+    from captions.features.reader import read_perspective
 
     ids, vecs = read_perspective(workdir, DS, encoder, perspective)
     return dict(zip(ids.tolist(), vecs))
@@ -126,7 +126,7 @@ def test_a_killed_run_resumes_without_reencoding(ws, counting):
 def test_features_of_another_dimension_are_refused(ws, counting, tmp_path):
     from feature_tiny_models import build_tiny_open_clip
 
-    from captions.encoders import load_encoder
+    from captions.features.encoders import load_encoder
 
     encode_dataset(ws, DS, encoder=counting(), progress=False, perspectives=["pose"])
     cfg, ckpt = build_tiny_open_clip(tmp_path / "oc")

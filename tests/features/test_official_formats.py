@@ -22,8 +22,8 @@ import json
 import numpy as np
 from feature_helpers import manifest, write_manifest
 
-from captions.feature_reader import load_text_features
-from captions.interop import export_official, import_official
+from captions.features.interop import export_official, import_official
+from captions.features.reader import load_text_features
 from differ_common.perspectives import PERSPECTIVES
 
 P, D = len(PERSPECTIVES), 8

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from feature_helpers import manifest, write_captions, write_manifest, write_summaries
 
-from captions.feature_reader import load_text_features
-from captions.features import encode_dataset
-from captions.interop import export_keys, export_official, import_official
+from captions.features.interop import export_keys, export_official, import_official
+from captions.features.reader import load_text_features
+from captions.features.tables import encode_dataset
 from differ_common.errors import ConfigError, DataError
 from differ_common.perspectives import PERSPECTIVES
 
@@ -152,7 +152,7 @@ def test_import_of_another_dimension_is_refused(ws, tmp_path):
 
 
 def test_plot_is_written(ws, tmp_path):
-    from captions.feature_plot import plot_features
+    from captions.features.plot import plot_features
 
     m = manifest(IDS, PIDS, clothes=CLOTHES)
     out = plot_features(ws, DS, "minilm", "clothing", color_by="outfit", out=tmp_path / "c.png", manifest=m)

@@ -25,8 +25,8 @@ def test_synthcc_features_prompt_change_and_clusters(synth, counting, tmp_path):
     import pandas as pd
     from sklearn.metrics import silhouette_score
 
-    from captions.feature_reader import load_text_features
-    from captions.features import encode_dataset
+    from captions.features.reader import load_text_features
+    from captions.features.tables import encode_dataset
     from captions.prompts import DEFAULT_PROMPTS
     from captions.table import read_current_captions
     from captions.writer import caption_dataset

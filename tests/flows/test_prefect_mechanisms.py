@@ -95,7 +95,7 @@ def test_encoder_package_version_and_code_are_in_the_encode_cache_key(captioned,
     real_fingerprint = code.stage_code_fingerprint
 
     def edited(entries: tuple[str, ...]) -> str:  # an edit to the text-feature code
-        return real_fingerprint(entries) + ("-edited" if "captions.features" in entries else "")
+        return real_fingerprint(entries) + ("-edited" if "captions.features.tables" in entries else "")
 
     monkeypatch.setattr(code, "stage_code_fingerprint", edited)
     status, encoded = _encode_status(run_flow(differ_encode, captioned))

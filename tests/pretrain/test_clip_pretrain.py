@@ -60,7 +60,7 @@ def test_a_finished_pretraining_is_reused_and_a_change_is_a_new_one(trained):
 
 def test_text_tower_loads_through_the_open_clip_spec(trained):
     """The encoder a real EVA02-CLIP checkpoint goes through gives the trained text tower's features."""
-    from captions.encoders import load_encoder
+    from captions.features.encoders import load_encoder
 
     cfg, a, _, _, _ = trained
     enc = load_encoder(a.text_encoder, device="cpu")

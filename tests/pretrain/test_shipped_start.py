@@ -95,7 +95,7 @@ def _ship(cfg, out, starts, name="tiny_start"):
 
 
 def test_shipped_start_is_found_checked_and_loads_as_both_towers(runs, tmp_path):
-    from captions.encoders import load_encoder
+    from captions.features.encoders import load_encoder
     from differ_core.model import load_backbone_weights
 
     _, out = runs

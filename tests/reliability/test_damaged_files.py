@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from captions.feature_reader import read_perspective
+from captions.features.reader import read_perspective
 from differ_common.errors import DataError
 from flows.cli import main
 from flows.status import gather_status

@@ -95,7 +95,7 @@ def test_caption_killed_after_some_parts_then_resumed(small, capsys):
 
 KILL_ENCODE = """
 import sys, time
-import captions.features as f
+import captions.features.tables as f
 real, n = f._write_shard, [0]
 def counted(path, table):
     real(path, table)
@@ -127,8 +127,8 @@ def test_encode_killed_after_a_batch_then_resumed(small):
         "--no-progress",
     ]
     assert main(enc) == 0
-    from captions.feature_reader import read_perspective
-    from captions.features import feature_status
+    from captions.features.reader import read_perspective
+    from captions.features.tables import feature_status
 
     st = feature_status(small, "synthcc").set_index("perspective").loc["clothing"]
     assert st["missing"] == 0 and st["stale"] == 0 and st["encoded"] == st["current"]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from captions.interop import read_npz
+from captions.features.interop import read_npz
 from differ_common.errors import DataError
 from differ_common.plain_npz import load_plain_npz
 from flows.cli import main

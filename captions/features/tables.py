@@ -437,7 +437,7 @@ def encode_dataset(
     ``encoder`` is a spec string or an already loaded ``TextEncoder``; the model is loaded only when some string
     needs encoding. ``progress``: True shows tqdm bars, a callable gets the finished fraction (0..1).
     """
-    from captions.encoders import encoder_fingerprint, load_encoder
+    from captions.features.encoders import encoder_fingerprint, load_encoder
     from differ_common.io import stage_lock
 
     t0 = time.perf_counter()
