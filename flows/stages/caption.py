@@ -32,9 +32,8 @@ CODE = ("captions.chunk_jobs",)
 HELD_POLL_S = 2.0  # how often chunks held by other claimants are tried again
 
 
-# The caption stage is three kinds of task (flows/caption_stage.py): one plan, one task per chunk of images ×
-# pending perspectives (mapped over the task runner; never cached: the chunk claims decide what is left), and one
-# finishing task per perspective, cached by that perspective's inputs (so downstream caching stays per perspective).
+# The three kinds of task (the module docstring): the plan and the chunks are never cached (the chunk claims decide
+# what is left); the finishing task is cached per perspective, so downstream caching stays per perspective.
 @stage_task("caption", code=CODE, cache_policy=NO_CACHE, persist_result=False, task_run_name="caption-plan")
 def caption_plan_task(
     workdir: str,
