@@ -441,17 +441,11 @@ def _rescale(model: Any, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
 
 
-def build_tiny_vlm(family: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Build and save a tiny random-weight ``family`` VLM (config, weights, processor, template) in ``out_dir``."""
-    import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig
+def _save(model: Any, processor: Any, out: Path, seed: int) -> Path:
+    """Rescale ``model``'s random weights, give it the tokenizer's generation ids, save it and ``processor``."""
+    from transformers import GenerationConfig
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    processor, config = BUILDERS[family]()
     tok = processor.tokenizer
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
     _rescale(model, seed)
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
@@ -459,6 +453,18 @@ def build_tiny_vlm(family: str, out_dir: str | os.PathLike, seed: int = 0) -> Pa
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_vlm(family: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Build and save a tiny random-weight ``family`` VLM (config, weights, processor, template) in ``out_dir``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    processor, config = BUILDERS[family]()
+    torch.manual_seed(seed)
+    return _save(AutoModelForImageTextToText.from_config(config), processor, out, seed)
 
 
 def build_llava_sized(
@@ -478,7 +484,6 @@ def build_llava_sized(
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        GenerationConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -509,11 +514,4 @@ def build_llava_sized(
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=_ids(tok, "<image>")[0],
                       vision_feature_select_strategy="default", vision_feature_layer=-2)  # fmt: skip
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg)
-    _rescale(model, seed)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
-    )
-    model.save_pretrained(out)
-    proc.save_pretrained(out)
-    return out
+    return _save(LlavaForConditionalGeneration(cfg), proc, out, seed)

@@ -30,15 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def resolved_run(args: argparse.Namespace):
+    """The run this command line asks for, resolved as `differ run` resolves it (``flows.run_config``: one read of
+    the YAML, the same precedence)."""
+    from flows.run_config import resolve_run
+
+    return resolve_run(None, args.config, list(args.overrides), workdir=workdir_option(args))
+
+
 def run(args: argparse.Namespace) -> int:
     from differ_common.workspace import RunLayout
-    from flows.run_config import resolve_run
     from flows.stages.pretrain import resolve_outside_flow
 
-    # the same resolution as `differ run` (flows.run_config): one read of the YAML, the same precedence
-    run = resolve_outside_flow(
-        resolve_run(None, args.config, list(args.overrides), workdir=workdir_option(args))
-    )
+    run = resolve_outside_flow(resolved_run(args))
     cfg = run.train
     total = args.processes * args.num_machines
     if total <= 1:

@@ -11,6 +11,8 @@ from differ_core.config import TrainConfig
 from flows.config import PipelineConfig
 from flows.run_config import ResolvedRun, resolve_pipeline
 from flows.stages.base import output_present, result_storage_for, stage_tags
+from flows.stages.encode import on_disk
+from flows.stages.pretrain import resolve
 
 
 @dataclass
@@ -41,9 +43,6 @@ class Context:
     def from_disk(cls, cfg: PipelineConfig | ResolvedRun, pretrain: tuple[str, ...] = ()) -> Context:
         """The context of a stage run alone; ``pretrain``: the ``pretrain:<name>`` files it needs (``encoder``:
         encode; ``encoder``, ``pretrained``: train, evaluate), trained first if missing."""
-        from flows.stages.encode import on_disk
-        from flows.stages.pretrain import resolve
-
         ctx = cls(cfg if isinstance(cfg, ResolvedRun) else resolve_pipeline(cfg))
         if pretrain:
             resolve(ctx, pretrain)

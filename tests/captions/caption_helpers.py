@@ -7,8 +7,10 @@ import random
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from captions.attributes_captioner import REQUIRED_COLUMNS
+from captions.prompts import DEFAULT_PROMPTS
 from data_manifests.schema import finalize_manifest, write_manifest
 from differ_common.workspace import Workspace
 
@@ -87,3 +89,13 @@ def make_workspace(
         assert set(REQUIRED_COLUMNS) <= set(table.columns)
         table.to_parquet(ws.attributes(dataset), index=False)
     return ws.root
+
+
+def short_prompts(tmp_path: Path, max_new_tokens: int = 4) -> Path:
+    """The shipped prompts with short answers (a random-weight model never stops early), written to ``tmp_path``."""
+    spec = yaml.safe_load(DEFAULT_PROMPTS.read_text())
+    for item in spec["perspectives"]:
+        item["max_new_tokens"] = max_new_tokens
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path

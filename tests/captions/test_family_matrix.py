@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from caption_helpers import make_workspace
+from caption_helpers import make_workspace, short_prompts
 from PIL import Image
 
 from captions.backends import make_captioner
 from captions.backends.hf import HFCaptioner
 from captions.backends.prefix import PREFIX_FAMILIES
-from captions.prompts import DEFAULT_PROMPTS, load_prompts
+from captions.prompts import load_prompts
 from captions.tiny_vlms import BUILDERS, build_tiny_vlm
 from captions.vlm_families import FAMILIES
 from differ_common.errors import ConfigError
@@ -75,22 +74,13 @@ def test_docs_matrix_is_generated_from_the_table():
         assert f"| {f.model_type} | {'refused' if f.refused else 'works'} |" in doc
 
 
-def _short_prompts(tmp_path: Path) -> Path:
-    spec = yaml.safe_load(DEFAULT_PROMPTS.read_text())
-    for item in spec["perspectives"]:
-        item["max_new_tokens"] = 4
-    path = tmp_path / "short.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
 @pytest.mark.parametrize("family", WORKING)
 def test_family_captions_through_differ_caption(family, family_dir, tmp_path, capsys):
     """Rows written for every perspective, no prompt echoed, the image placeholder in the rendered prompt."""
     model = family_dir(family)
     w = make_workspace(tmp_path / "w", n_ids=2, per_id=2, dataset="ltcc")
     argv = ["caption", "--workdir", str(w), "--dataset", "ltcc", "--captioner", f"hf:{model}"]
-    assert main([*argv, "--prompts", str(_short_prompts(tmp_path)), "--batch-size", "3"]) == 0, (
+    assert main([*argv, "--prompts", str(short_prompts(tmp_path)), "--batch-size", "3"]) == 0, (
         capsys.readouterr()
     )
     df = pd.read_parquet(w / "captions" / "ltcc")

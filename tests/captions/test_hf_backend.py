@@ -7,28 +7,18 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-import yaml
-from caption_helpers import make_workspace
+from caption_helpers import make_workspace, short_prompts
 from PIL import Image
 
 from captions import caption_dataset, read_current_captions
 from captions.backends import make_captioner, model_dir_fingerprint
 from captions.backends.hf import HFCaptioner
-from captions.prompts import DEFAULT_PROMPTS, load_prompts
+from captions.prompts import load_prompts
 from differ_common.errors import ConfigError, DifferError
 from differ_common.perspectives import PERSPECTIVES
 
 # short answers keep the random-weight model fast (it never stops early); the prompts are the real ones
 SPECS = {p: replace(s, max_new_tokens=5) for p, s in load_prompts().items()}
-
-
-def _short_prompts(tmp_path):
-    spec = yaml.safe_load(DEFAULT_PROMPTS.read_text())
-    for item in spec["perspectives"]:
-        item["max_new_tokens"] = 4
-    path = tmp_path / "short.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def _images(n: int) -> list[Image.Image]:
@@ -111,7 +101,7 @@ def test_out_of_memory_halves_the_batch(tiny_llava, monkeypatch):
 def test_caption_dataset_end_to_end_with_the_tiny_llava(tiny_llava, tmp_path):
     w = make_workspace(tmp_path / "w", n_ids=2, per_id=2, dataset="ltcc")
     spec = f"hf:{tiny_llava}"
-    prompts = _short_prompts(tmp_path)
+    prompts = short_prompts(tmp_path)
     r = caption_dataset(w, "ltcc", captioner=spec, batch_size=4, prompts=prompts)
     assert r.generated == dict.fromkeys(PERSPECTIVES, 4) and r.captioner == f"hf:{tiny_llava.name}"
     df = pd.read_parquet(w / "captions" / "ltcc")

@@ -15,6 +15,8 @@ from differ_common.errors import ConfigError
 from differ_core.config import read_yaml_with_bases
 from differ_core.config_files import resolve_config
 from flows.cli import main
+from flows.commands import run as run_command
+from flows.commands import train as train_command
 
 
 @pytest.fixture
@@ -129,23 +131,13 @@ def test_differ_run_and_differ_train_settle_the_workspace_by_one_rule(
     head = ["--workdir", str(where[flag])] if flag else []
     tail = [f"data.workdir={where[override]}"] if override else []
     if want is ConfigError:
-        for command in ("run", "train"):
+        for command, module in (("run", run_command), ("train", train_command)):
+            args = flows.cli.build_parser().parse_args([*head, command, "--config", config, *tail])
             with pytest.raises(ConfigError, match="give the value once"):
-                from flows.commands import run as run_command
-
-                args = flows.cli.build_parser().parse_args([*head, command, "--config", config, *tail])
-                args.workdir_given = str(where[flag])
-                (run_command.resolved_run if command == "run" else _train_resolution)(args)
+                module.resolved_run(args)
         return
     assert main([*head, "run", "--config", config, "--no-preflight", *tail]) == 0
     assert main([*head, "train", "--config", config, *tail]) == 0
     run_cfg, train_cfg = stages[0].train, trained[0]
     assert run_cfg.data.workdir == train_cfg.data.workdir == str(where[want])
     assert run_cfg == train_cfg  # every other setting resolves the same too
-
-
-def _train_resolution(args):
-    from flows.commands import workdir_option
-    from flows.run_config import resolve_run
-
-    return resolve_run(None, args.config, list(args.overrides), workdir=workdir_option(args))
